@@ -1,0 +1,172 @@
+"""The `li2` command line: parses, calls the Python API, prints.  Nothing else lives here.
+
+Every user error ends as one line `error: …` on stderr and exit code 2 — never a traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="li2 — train, measure and scale the Li2 theory of grokking on group arithmetic.")
+
+
+
+@app.callback()
+def _root() -> None:
+    """li2 — train, measure and scale the Li2 theory of grokking on group arithmetic."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)   # GroupError, RunError, StoreError ⊂ ValueError
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def describe_validation_error(e: ValidationError) -> str:
+    """First problem of a pydantic error, phrased with the CLI option name."""
+    err = e.errors()[0]
+    field = ".".join(str(p) for p in err.get("loc", ()) if not isinstance(p, int))
+    msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        return f"unknown option '{field}'"
+    if field:
+        return f"invalid --{field.replace('_', '-')}: {msg}"
+    return msg
+
+
+@contextmanager
+def user_errors():
+    """Turn expected failures into `error: …` + exit 2."""
+    try:
+        yield
+    except ValidationError as e:
+        fail(describe_validation_error(e))
+    except USER_ERRORS as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        fail(text)
+
+
+class Progress:
+    """tqdm on stderr, fed by the trainer's `progress(n)` callback."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, disable=not enabled,
+                        dynamic_ncols=True, leave=False)
+
+    def __call__(self, n: int) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def print_summary(summary: dict, out_dir) -> None:
+    for m in summary["models"]:
+        grok = m["grok_step"] if m["grok_step"] is not None else "never"
+        line = (f"seed {m['seed']}: train acc {m['final_train_acc']:.3f}  test acc "
+                f"{(m['final_test_acc'] if m['final_test_acc'] is not None else float('nan')):.3f}  "
+                f"grok step {grok}  ({m['status']}, {m['wall_seconds']:.1f}s)")
+        if m.get("outcome"):
+            line += f"  → {m['outcome']}"
+        typer.echo(line)
+    if out_dir is not None:
+        typer.echo(f"run folder: {out_dir}")
+
+
+@app.command()
+def train(
+    group: str = typer.Option("Z71", help="group: Z71, 71, Z2xZ3xZ4, S4, D7, … (li2 groups list)"),
+    group_table: Optional[Path] = typer.Option(None, help="Cayley table file (JSON or CSV) instead of --group"),
+    expression: Optional[str] = typer.Option(None, help="operation x∘y = EXPR mod --modulus (not a group)"),
+    modulus: Optional[int] = typer.Option(None, help="modulus for --expression"),
+    operands: int = typer.Option(2, help="operands per sample (M^k samples)"),
+    train_ratio: str = typer.Option("0.4", help="training fraction in (0, 1], or critical / critical:C"),
+    seed: Optional[int] = typer.Option(None, help="one seed (init and split)"),
+    seeds: Optional[str] = typer.Option(None, help="several seeds: 0-7 or 0,3,5"),
+    width: int = typer.Option(1024, "--width", "-K", help="hidden nodes K"),
+    activation: str = typer.Option("sqr", help="sqr, relu, silu, relusqr, gelu"),
+    loss: str = typer.Option("mse", help="mse (centred, SPEC §1) or ce"),
+    init_scale: float = typer.Option(1.0, help="W init: uniform ±s/√fan_in"),
+    top_init_scale: float = typer.Option(1.0, help="V init multiplier (0 = zero-initialised top layer)"),
+    layers: int = typer.Option(0, help="extra residual hidden layers"),
+    top_layer: str = typer.Option("learned", help="learned, or ridge (V = ridge solution every step)"),
+    optimizer: str = typer.Option("adam", help="sgd, adam (coupled L2), adamw, muon"),
+    lr: float = typer.Option(2e-3, help="learning rate"),
+    weight_decay: float = typer.Option(5e-4, help="weight decay η"),
+    muon_lr: Optional[float] = typer.Option(None, help="Muon learning rate on W (default: --lr)"),
+    steps: int = typer.Option(3000, help="step budget"),
+    eval_every: Optional[int] = typer.Option(None, help="evaluate every N steps (default: 5 to 200, 25 to 2000, then 100)"),
+    early_stop: bool = typer.Option(True, help="stop a model once test acc ≥ 0.95 held for --stop-margin steps"),
+    stop_margin: int = typer.Option(100, help="steps test accuracy must hold before an early stop"),
+    checkpoint_every: int = typer.Option(500, help="periodic checkpoint interval (0 = final only)"),
+    diagnostics: str = typer.Option("basic", help="off, basic or full theory diagnostics"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    execution: str = typer.Option("auto", help="auto, stack (model axis) or sequential"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads"),
+    out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<timestamp>)"),
+    resume: Optional[Path] = typer.Option(None, help="continue the run in this folder"),
+    as_json: bool = typer.Option(False, "--json", help="print summary.json to stdout"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+):
+    """Train two-layer networks on a group-arithmetic task (defaults: Z71, p=0.4, K=1024, σ=x², MSE, Adam)."""
+    from .config import TrainConfig
+    from .run import load_config, train as run_train
+
+    with user_errors():
+        if resume is not None:
+            config = load_config(resume)
+            out = resume
+        else:
+            if seed is not None and seeds is not None:
+                raise ValueError("give --seed or --seeds, not both")
+            config = TrainConfig(
+                group=group, group_table=str(group_table) if group_table else None, expression=expression,
+                modulus=modulus, operands=operands, train_ratio=train_ratio,
+                seeds=seeds if seeds is not None else [seed if seed is not None else 0],
+                width=width, activation=activation, loss=loss, init_scale=init_scale, top_init_scale=top_init_scale,
+                layers=layers, top_layer=top_layer, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                muon_lr=muon_lr, steps=steps, eval_every=eval_every, early_stop=early_stop, stop_margin=stop_margin,
+                checkpoint_every=checkpoint_every, diagnostics=diagnostics, device=device, execution=execution,
+                threads=threads)
+        bar = Progress(config.steps * len(config.seeds), "train", enabled=not quiet)
+        try:
+            result = run_train(config, out, resume=resume is not None, progress=bar)
+        finally:
+            bar.close()
+    if as_json:
+        typer.echo(json.dumps(result.summary))
+    else:
+        print_summary(result.summary, result.out_dir)
+
+
+def main() -> None:
+    """Console entry point: usage errors become one line too."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except typer.TyperException as e:   # usage errors: unknown option, bad type, missing value
+        if type(e).__name__ == "NoArgsIsHelpError":
+            typer.echo(e.format_message(), err=True)
+            sys.exit(0)
+        text = " ".join(e.format_message().split())
+        typer.echo(f"error: {text}", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The training configuration: one strictly validated object, saved fully resolved beside every run."""
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .task import REFERENCE_C, critical_ratio
+
+Activation = Literal["sqr", "relu", "silu", "relusqr", "gelu"]
+
+
+def parse_seeds(text: str | int | list) -> list[int]:
+    """'0-7' → [0..7]; '0,3,5' → [0, 3, 5]; '4' → [4]; lists pass through."""
+    if isinstance(text, int):
+        return [text]
+    if isinstance(text, list):
+        return [int(s) for s in text]
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo or hi - lo > 100_000:
+                raise ValueError(f"bad seed range '{part}': use LO-HI with LO <= HI")
+            out.extend(range(lo, hi + 1))
+        elif re.fullmatch(r"\d+", part):
+            out.append(int(part))
+        else:
+            raise ValueError(f"bad seeds '{text}': use e.g. 0-7 or 0,3,5")
+    if len(set(out)) != len(out):
+        raise ValueError(f"seeds '{text}' repeat a seed")
+    return out
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run (a stack of models differing only by seed)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # task
+    group: str = "Z71"
+    group_table: str | None = Field(None, description="path to a Cayley table (JSON/CSV) instead of --group")
+    expression: str | None = Field(None, description="operation table x∘y = expr mod modulus (not a group)")
+    modulus: int | None = None
+    operands: int = Field(2, ge=2, le=4)
+    train_ratio: float | str = Field(0.4, description="p in (0, 1], or 'critical' / 'critical:C' = C·ln M / M")
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    # model
+    width: int = Field(1024, ge=1, le=1_000_000)
+    activation: Activation = "sqr"
+    loss: Literal["mse", "ce"] = "mse"
+    init_scale: float = Field(1.0, ge=0, description="W init: uniform ±init_scale/√fan_in")
+    top_init_scale: float = Field(1.0, ge=0, description="V init multiplier; 0 = zero-initialised top layer")
+    layers: int = Field(0, ge=0, le=8, description="extra residual hidden layers x ← σ(x + x U)")
+    top_layer: Literal["learned", "ridge"] = "learned"
+    # optimiser
+    optimizer: Literal["sgd", "adam", "adamw", "muon"] = "adam"
+    lr: float = Field(2e-3, gt=0, le=100)
+    weight_decay: float = Field(5e-4, ge=0, le=100)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    muon_lr: float | None = Field(None, gt=0, description="Muon's learning rate on W (default: lr)")
+    # schedule
+    steps: int = Field(3000, ge=1, le=10_000_000)
+    eval_every: int | None = Field(None, ge=1, description="None = auto: every 5 steps to 200, 25 to 2000, then 100")
+    early_stop: bool = Field(True, description="stop a model once test acc ≥ grok_threshold held for stop_margin steps")
+    stop_margin: int = Field(100, ge=0)
+    grok_threshold: float = Field(0.95, gt=0, le=1)
+    checkpoint_every: int = Field(500, ge=0, description="0 = only the final checkpoint")
+    diagnostics: Literal["off", "basic", "full"] = "basic"
+    # execution
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    execution: Literal["auto", "stack", "sequential"] = "auto"
+    threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads (None = torch's default)")
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, v):
+        seeds = parse_seeds(v)
+        if not seeds:
+            raise ValueError("need at least one seed")
+        if any(s < 0 for s in seeds):
+            raise ValueError("seeds must be >= 0")
+        return seeds
+
+    @field_validator("train_ratio", mode="before")
+    @classmethod
+    def _ratio(cls, v):
+        if isinstance(v, str):
+            s = v.strip()
+            if s == "critical" or re.fullmatch(r"critical:[0-9]*\.?[0-9]+(e-?[0-9]+)?", s):
+                return s
+            try:
+                v = float(s)
+            except ValueError:
+                raise ValueError(f"train ratio '{v}' is not a number in (0, 1] nor 'critical[:C]'") from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError("train ratio must be a number in (0, 1] or 'critical[:C]'")
+        if not (0 < float(v) <= 1):
+            raise ValueError(f"train ratio must be in (0, 1], got {v}")
+        return float(v)
+
+    @model_validator(mode="after")
+    def _task_source(self):
+        if self.expression is not None and self.modulus is None:
+            raise ValueError("--expression needs --modulus")
+        if self.modulus is not None and self.expression is None:
+            raise ValueError("--modulus only makes sense with --expression")
+        if self.expression is not None and self.group_table is not None:
+            raise ValueError("give either --group-table or --expression, not both")
+        return self
+
+    def resolved_ratio(self, order: int) -> float:
+        """The numeric training ratio for a group of this order ('critical:C' → C·ln M / M)."""
+        r = self.train_ratio
+        if isinstance(r, float):
+            return r
+        c = REFERENCE_C if r == "critical" else float(r.split(":", 1)[1])
+        p = critical_ratio(order, c)
+        if not (0 < p <= 1):
+            raise ValueError(f"critical ratio {c}·ln M/M = {p:.3g} is outside (0, 1] for M = {order}")
+        return p
+
+    def eval_steps(self) -> list[int]:
+        """Steps at which models are evaluated (0 and the last step always included)."""
+        if self.eval_every is not None:
+            steps = list(range(0, self.steps, self.eval_every))
+        else:
+            steps = [s for s in range(self.steps) if
+                     (s <= 200 and s % 5 == 0) or (s <= 2000 and s % 25 == 0) or s % 100 == 0]
+        return steps + [self.steps]

@@ -1,0 +1,171 @@
+"""Passive storage: durable file writes and checksummed safetensors checkpoints.
+
+Every write goes to a hidden temporary name in the same folder, is fsynced and then atomically
+renamed, so a crash leaves the old file or the new one, never a torn one.  Readers only look
+for final names, so leftover `.*.tmp-*` files are ignored (and swept by `clean_leftovers`).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+CHECKPOINT_FORMAT = "li2-checkpoint-1"
+
+
+class StoreError(ValueError):
+    """A file li2 should read is missing, corrupted or belongs to something else (one-line message)."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def write_yaml(path, obj: Any) -> None:
+    write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def write_parquet(path, df: pd.DataFrame) -> None:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_figure(fig, path) -> None:
+    """Save a matplotlib figure durably (format from the suffix)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip("."), dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json(path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path} is not valid JSON ({e.__class__.__name__})") from None
+
+
+def read_yaml(path) -> Any:
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path} does not exist") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+
+
+def read_parquet(path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise StoreError(f"{path} does not exist") from None
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise StoreError(f"{path} is not a readable Parquet table ({e.__class__.__name__})") from None
+
+
+def clean_leftovers(folder) -> None:
+    """Remove temporary files a killed writer left behind."""
+    for p in Path(folder).rglob(".*.tmp-*"):
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_checkpoint(path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """safetensors file whose metadata holds `meta` (JSON) and a sha256 of every tensor."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    header = {"format": CHECKPOINT_FORMAT, "meta": json.dumps(meta), "sha256": _digest(tensors)}
+    atomic_write_bytes(path, st_save(tensors, metadata=header))
+
+
+def load_checkpoint(path, expected_shapes: dict[str, tuple[int, ...]] | None = None
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load and verify a checkpoint; any damage or mismatch raises StoreError (never unpickles)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StoreError(f"checkpoint {path} does not exist") from None
+    try:
+        tensors = st_load(data)
+        header = _read_header(data)
+    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError, OverflowError) as e:
+        raise StoreError(f"checkpoint {path} is damaged or not a safetensors file ({str(e).splitlines()[0][:80]})") from None
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise StoreError(f"checkpoint {path} was not written by li2 (format {header.get('format')!r})")
+    if _digest(tensors) != header.get("sha256"):
+        raise StoreError(f"checkpoint {path} is corrupted: checksum mismatch")
+    try:
+        meta = json.loads(header["meta"])
+    except (KeyError, json.JSONDecodeError):
+        raise StoreError(f"checkpoint {path} has damaged metadata") from None
+    if expected_shapes is not None:
+        for key, shape in expected_shapes.items():
+            if key not in tensors:
+                raise StoreError(f"checkpoint {path} lacks tensor '{key}'")
+            if tuple(tensors[key].shape) != tuple(shape):
+                raise StoreError(f"checkpoint {path}: '{key}' has shape {tuple(tensors[key].shape)}, "
+                                 f"this run needs {tuple(shape)}")
+    return tensors, meta
+
+
+def _read_header(data: bytes) -> dict[str, str]:
+    n = int.from_bytes(data[:8], "little")
+    if n <= 0 or n > len(data) - 8:
+        raise ValueError("bad header length")
+    return json.loads(data[8:8 + n]).get("__metadata__", {})

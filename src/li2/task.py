@@ -1,0 +1,85 @@
+"""Group-arithmetic tasks: every k-tuple of elements is one sample, labelled by its product.
+
+Inputs are kept as element indices, never as one-hot rows: the model gathers rows of W
+instead of multiplying by a one-hot matrix (SPEC §1, x = [e_a; e_b]).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .groups import Group
+
+REFERENCE_C = 2.7482  # SPEC §5: calibrated constant of p_c = c·ln M / M
+
+
+def critical_ratio(order: int, c: float = REFERENCE_C) -> float:
+    """p_c = c · ln M / M (natural log), SPEC §5."""
+    return c * math.log(order) / order
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """All M^k samples of a k-operand product.
+
+    inputs: (N, k) int64 element indices; labels: (N,) int64 with labels[i] = x_1∘x_2∘…∘x_k.
+    """
+
+    group: Group
+    operands: int
+    inputs: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def order(self) -> int:
+        return self.group.order
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def make_task(group: Group, operands: int = 2) -> Task:
+    if operands < 2:
+        raise ValueError(f"--operands must be >= 2, got {operands}")
+    m = group.order
+    if m**operands > 50_000_000:
+        raise ValueError(f"{m}^{operands} samples is too many; use fewer operands or a smaller group")
+    grids = np.meshgrid(*([np.arange(m)] * operands), indexing="ij")
+    inputs = np.stack([g.reshape(-1) for g in grids], axis=1)
+    labels = inputs[:, 0]
+    for j in range(1, operands):  # left fold: ((x1∘x2)∘x3)…
+        labels = group.table[labels, inputs[:, j]]
+    return Task(group, operands, torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(labels.astype(np.int64)))
+
+
+def train_size(num_samples: int, ratio: float) -> int:
+    """Number of training samples for ratio p: round(p·N), at least 1 and at most N."""
+    return min(num_samples, max(1, int(round(ratio * num_samples))))
+
+
+def split(num_samples: int, ratio: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniformly random train/test split of fraction `ratio`, chosen by `seed`.
+
+    Returns (train_idx, test_idx), each sorted, disjoint, covering 0..N-1.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(num_samples, generator=gen)
+    n = train_size(num_samples, ratio)
+    return perm[:n].sort().values, perm[n:].sort().values
+
+
+def centred_targets(labels: torch.Tensor, order: int, dtype=torch.float32) -> torch.Tensor:
+    """Ỹ = onehot(c) − 1/M: (n, M)."""
+    y = torch.nn.functional.one_hot(labels, order).to(dtype)
+    return y - 1.0 / order
+
+
+def one_hot_inputs(inputs: torch.Tensor, order: int, dtype=torch.float32) -> torch.Tensor:
+    """X = [e_{x1}; …; e_{xk}]: (n, kM). Only for tests and slow reference paths."""
+    k = inputs.shape[1]
+    parts = [torch.nn.functional.one_hot(inputs[:, j], order).to(dtype) for j in range(k)]
+    return torch.cat(parts, dim=1)

@@ -1,0 +1,256 @@
+"""Full-batch training of a stack of models, with evaluation, early stop, divergence handling,
+diagnostics hooks and exact checkpoint/resume.
+
+The trainer knows nothing of terminals or files beyond calling the callbacks it is given:
+`progress(n)` after n model-steps, `checkpoint(step, tensors, meta)` when a checkpoint is due.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from .config import TrainConfig
+from .model import Batch, TwoLayerNet, init_params, make_batch
+from .optim import Optimizer
+from .task import Task, split
+
+BASE_COLUMNS = ("step", "seed", "train_loss", "train_acc", "test_loss", "test_acc", "w_norm", "v_norm")
+
+
+@dataclass
+class EvalContext:
+    """What a diagnostics hook sees at an evaluation step (all tensors stacked over B models)."""
+
+    step: int
+    model: TwoLayerNet
+    params: dict[str, torch.Tensor]
+    W0: torch.Tensor
+    train: Batch
+    features: torch.Tensor          # F on the training rows, (B, n, K)
+    weight_decay: torch.Tensor      # (B,)
+    task: Task
+    config: TrainConfig
+
+
+class DiagnosticsHook(Protocol):
+    def __call__(self, ctx: EvalContext) -> dict[str, torch.Tensor]: ...   # column → (B,) values
+
+
+@dataclass
+class UnitResult:
+    """Outcome of training one stack: metrics rows, final parameters and per-model status."""
+
+    seeds: list[int]
+    rows: list[dict]
+    params: dict[str, torch.Tensor]
+    status: list[str]
+    wall_seconds: list[float]
+    stopped_step: list[int] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available; use --device auto or cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Trains B models (one per seed) of identical shapes on the same task, stacked."""
+
+    def __init__(self, config: TrainConfig, task: Task, seeds: list[int], ratio: float, device: torch.device,
+                 lr: list[float] | None = None, weight_decay: list[float] | None = None,
+                 hooks: tuple[DiagnosticsHook, ...] = ()):
+        self.config, self.task, self.seeds, self.device = config, task, list(seeds), device
+        self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
+        if device.type == "cpu":
+            # Denormals appear as weights decay and slow CPU kernels by orders of magnitude;
+            # flushing them to zero is deterministic and changes nothing measurable.
+            torch.set_flush_denormal(True)
+        self.hooks = hooks
+        b = len(self.seeds)
+        m = task.order
+        self.model = TwoLayerNet(config.activation, config.loss, config.layers)
+        splits = [split(task.num_samples, ratio, s) for s in self.seeds]
+        train_idx = torch.stack([s[0] for s in splits])
+        test_idx = torch.stack([s[1] for s in splits])
+        self.train = make_batch(task.inputs, task.labels, train_idx, m, config.loss, self.dtype, device)
+        self.test = (make_batch(task.inputs, task.labels, test_idx, m, config.loss, self.dtype, device)
+                     if test_idx.shape[1] > 0 else None)
+        inits = [init_params(m, task.operands, config.width, config.layers, s, config.init_scale,
+                             config.top_init_scale, self.dtype) for s in self.seeds]
+        self.params = {k: torch.stack([p[k] for p in inits]).to(device) for k in inits[0]}
+        self.W0 = self.params["W"].clone()
+        per_model = lambda vals, default: torch.tensor(vals if vals is not None else [default] * b,
+                                                       dtype=torch.float64, device=device)
+        self.lr = per_model(lr, config.lr)
+        self.weight_decay = per_model(weight_decay, config.weight_decay)
+        muon_lr = None if config.muon_lr is None else per_model(None, config.muon_lr)
+        self.opt = Optimizer(config.optimizer, self.params, self.lr, self.weight_decay, config.momentum,
+                             (config.beta1, config.beta2), config.eps, muon_lr=muon_lr)
+        self.ridge = config.top_layer == "ridge"
+        if self.ridge:
+            from .theory import ridge_top_layer   # theory sits beside the trainer; imported only when used
+            self._ridge = ridge_top_layer
+            # Coupled L2 makes the objective (1/n)‖FV−Ỹ‖² + (η/2)‖V‖², whose minimiser is the ridge
+            # solution with λ = n·η/2 — the exact Stage-I limit of this very training run.
+            self.ridge_lambda = self.weight_decay * (self.train.size / 2.0)
+        # run state (all of it goes into checkpoints)
+        self.step = 0
+        self.active = torch.ones(b, dtype=torch.bool, device=device)
+        self.good_since = torch.full((b,), -1, dtype=torch.long)    # first step of the current ≥ threshold streak
+        self.stopped = torch.full((b,), -1, dtype=torch.long)       # step a model stopped (-1: still running)
+        self.diverged = torch.zeros(b, dtype=torch.bool)
+        self.last_good = {k: v.clone() for k, v in self.params.items()}
+        self.rows: list[dict] = []
+        self.elapsed = 0.0
+
+    # -- one evaluation ------------------------------------------------------------------------
+    def _record(self, step: int, train_eval, F: torch.Tensor | None) -> None:
+        test_eval = self.model.evaluate(self.params, self.test) if self.test is not None else None
+        cols = {
+            "train_loss": train_eval.loss, "train_acc": train_eval.acc,
+            "test_loss": test_eval.loss if test_eval else torch.full_like(train_eval.loss, float("nan")),
+            "test_acc": test_eval.acc if test_eval else torch.full_like(train_eval.acc, float("nan")),
+            "w_norm": self.params["W"].norm(dim=(1, 2)), "v_norm": self.params["V"].norm(dim=(1, 2)),
+        }
+        if self.hooks:
+            if F is None:
+                with torch.no_grad():
+                    F = self.model.features(self.params, self.train.rows)
+            ctx = EvalContext(step, self.model, self.params, self.W0, self.train, F, self.weight_decay,
+                              self.task, self.config)
+            for hook in self.hooks:
+                cols.update(hook(ctx))
+        cols = {k: v.detach().double().cpu().tolist() for k, v in cols.items()}
+        wall = self.elapsed
+        for i, seed in enumerate(self.seeds):
+            if step > 0 and not bool(self.active[i]) and int(self.stopped[i]) < step:
+                continue   # stopped models keep their last row
+            row = {"step": step, "seed": seed}
+            row.update({k: v[i] for k, v in cols.items()})
+            row["wall_seconds"] = wall
+            self.rows.append(row)
+        # early stop: test accuracy ≥ threshold held for stop_margin steps
+        acc = torch.tensor(cols["test_acc"])
+        ok = acc >= self.config.grok_threshold
+        self.good_since = torch.where(ok, torch.where(self.good_since < 0, torch.tensor(step), self.good_since),
+                                      torch.tensor(-1))
+        if self.config.early_stop:
+            done = ok & (step - self.good_since >= self.config.stop_margin) & self.active.cpu()
+            for i in torch.nonzero(done).flatten().tolist():
+                self.active[i] = False
+                self.stopped[i] = step
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        bad = ~torch.isfinite(loss) & self.active
+        if bool(bad.any()):
+            for i in torch.nonzero(bad).flatten().tolist():
+                self.active[i] = False
+                self.diverged[i] = True
+                self.stopped[i] = self.step
+                for k in self.params:   # keep the last good weights, not the NaNs
+                    self.params[k][i].copy_(self.last_good[k][i])
+
+    # -- main loop -------------------------------------------------------------------------------
+    def run(self, progress: Callable[[int], None] | None = None,
+            checkpoint: Callable[[int, dict, dict], None] | None = None) -> UnitResult:
+        cfg = self.config
+        eval_steps = set(cfg.eval_steps())
+        want_F = bool(self.hooks)
+        start = time.perf_counter() - self.elapsed
+        while True:
+            step = self.step
+            if checkpoint is not None and cfg.checkpoint_every and step > 0 and step % cfg.checkpoint_every == 0 \
+                    and step < cfg.steps:
+                self.elapsed = time.perf_counter() - start
+                checkpoint(step, self.state_tensors(), self.state_meta())
+            if self.ridge:
+                with torch.no_grad():
+                    F = self.model.features(self.params, self.train.rows)
+                    self.params["V"].copy_(self._ridge(F, self.train.targets, self.ridge_lambda))
+            if step >= cfg.steps:
+                train_eval = self.model.evaluate(self.params, self.train)
+                self.elapsed = time.perf_counter() - start
+                self._record(step, train_eval, None)
+                break
+            train_eval, grads, F = self.model.loss_and_grads(self.params, self.train,
+                                                             need_F=want_F and step in eval_steps)
+            self._check_finite(train_eval.loss)
+            if step in eval_steps:
+                self.elapsed = time.perf_counter() - start
+                self._record(step, train_eval, F)
+                finite = torch.isfinite(train_eval.loss)
+                for k in self.params:
+                    self.last_good[k][finite] = self.params[k][finite]
+            if not bool(self.active.any()):
+                break
+            if self.ridge:
+                grads.pop("V")
+                self.opt.step({"W": self.params["W"]}, grads, self.active)
+            else:
+                self.opt.step(self.params, grads, self.active)
+            self.step += 1
+            if progress is not None:
+                progress(int(self.active.sum()))
+        self.elapsed = time.perf_counter() - start
+        status = []
+        for i in range(len(self.seeds)):
+            if bool(self.diverged[i]):
+                status.append(f"diverged at step {int(self.stopped[i])}")
+            elif int(self.stopped[i]) >= 0:
+                status.append("early_stop")
+            else:
+                status.append("completed")
+        wall = [self.elapsed] * len(self.seeds)
+        return UnitResult(self.seeds, self.rows, {k: v.detach().cpu() for k, v in self.params.items()},
+                          status, wall, [int(s) if s >= 0 else self.step for s in self.stopped.tolist()])
+
+    # -- checkpoint state --------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        t = {f"param.{k}": v for k, v in self.params.items()}
+        t.update({f"last_good.{k}": v for k, v in self.last_good.items()})
+        t["W0"] = self.W0
+        t.update(self.opt.state_tensors())
+        t["active"] = self.active.to(torch.uint8)
+        t["good_since"], t["stopped"] = self.good_since, self.stopped
+        t["diverged"] = self.diverged.to(torch.uint8)
+        if self.rows:   # metrics so far, column by column (float64 is exact for every value we log)
+            for key in self.rows[0]:
+                t[f"metric.{key}"] = torch.tensor([r.get(key, float("nan")) for r in self.rows], dtype=torch.float64)
+        return t
+
+    def state_meta(self) -> dict:
+        return {"step": self.step, "seeds": self.seeds, "elapsed": self.elapsed,
+                "opt_steps": self.opt.step_count, "metric_columns": list(self.rows[0]) if self.rows else []}
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {f"param.{k}": tuple(v.shape) for k, v in self.params.items()}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        if meta.get("seeds") != self.seeds:
+            raise ValueError(f"checkpoint holds seeds {meta.get('seeds')}, this run has {self.seeds}")
+        dev = self.device
+        for k in self.params:
+            self.params[k].copy_(tensors[f"param.{k}"].to(dev))
+            self.last_good[k].copy_(tensors[f"last_good.{k}"].to(dev))
+        self.W0.copy_(tensors["W0"].to(dev))
+        self.opt.load_state_tensors({k: v.to(dev) for k, v in tensors.items() if k.startswith("opt.")},
+                                    int(meta["opt_steps"]))
+        self.active = tensors["active"].bool().to(dev)
+        self.good_since, self.stopped = tensors["good_since"].clone(), tensors["stopped"].clone()
+        self.diverged = tensors["diverged"].bool()
+        self.step, self.elapsed = int(meta["step"]), float(meta["elapsed"])
+        cols = meta["metric_columns"]
+        self.rows = []
+        if cols:
+            n = tensors[f"metric.{cols[0]}"].shape[0]
+            data = {c: tensors[f"metric.{c}"].tolist() for c in cols}
+            for j in range(n):
+                row = {c: data[c][j] for c in cols}
+                row["step"], row["seed"] = int(row["step"]), int(row["seed"])
+                self.rows.append(row)
