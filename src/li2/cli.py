@@ -83,8 +83,35 @@ def print_summary(summary: dict, out_dir) -> None:
         typer.echo(f"run folder: {out_dir}")
 
 
+NOT_TRAINING_OPTIONS = {"seed", "out", "resume", "as_json", "quiet", "config_file", "ctx"}
+
+
+def training_options(ctx: typer.Context, options: dict, config_file: Path | None) -> dict:
+    """TrainConfig fields from an optional YAML file, overridden by options given on the command line."""
+    from .store import read_yaml
+    given = lambda name: (src := ctx.get_parameter_source(name)) is not None and src.name == "COMMANDLINE"
+    fields: dict = {}
+    if config_file is not None:
+        loaded = read_yaml(config_file)
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--config {config_file} must hold a mapping of training options")
+        fields.update(loaded.get("config", loaded) if isinstance(loaded.get("config"), dict) else loaded)
+    for name, value in options.items():
+        if name in NOT_TRAINING_OPTIONS or (config_file is not None and not given(name)):
+            continue
+        fields[name] = str(value) if isinstance(value, Path) else value
+    if options["seed"] is not None:
+        if options["seeds"] is not None:
+            raise ValueError("give --seed or --seeds, not both")
+        fields["seeds"] = [options["seed"]]
+    elif fields.get("seeds") is None:
+        fields.pop("seeds", None)
+    return fields
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     group: str = typer.Option("Z71", help="group: Z71, 71, Z2xZ3xZ4, S4, D7, … (li2 groups list)"),
     group_table: Optional[Path] = typer.Option(None, help="Cayley table file (JSON or CSV) instead of --group"),
     expression: Optional[str] = typer.Option(None, help="operation x∘y = EXPR mod --modulus (not a group)"),
@@ -117,8 +144,10 @@ def train(
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder"),
     as_json: bool = typer.Option(False, "--json", help="print summary.json to stdout"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of training options (CLI options override it)"),
 ):
     """Train two-layer networks on a group-arithmetic task (defaults: Z71, p=0.4, K=1024, σ=x², MSE, Adam)."""
+    options = dict(locals())   # first statement: exactly the command's parameters
     from .config import TrainConfig
     from .run import load_config, train as run_train
 
@@ -127,17 +156,7 @@ def train(
             config = load_config(resume)
             out = resume
         else:
-            if seed is not None and seeds is not None:
-                raise ValueError("give --seed or --seeds, not both")
-            config = TrainConfig(
-                group=group, group_table=str(group_table) if group_table else None, expression=expression,
-                modulus=modulus, operands=operands, train_ratio=train_ratio,
-                seeds=seeds if seeds is not None else [seed if seed is not None else 0],
-                width=width, activation=activation, loss=loss, init_scale=init_scale, top_init_scale=top_init_scale,
-                layers=layers, top_layer=top_layer, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-                muon_lr=muon_lr, steps=steps, eval_every=eval_every, early_stop=early_stop, stop_margin=stop_margin,
-                checkpoint_every=checkpoint_every, diagnostics=diagnostics, device=device, execution=execution,
-                threads=threads)
+            config = TrainConfig.model_validate(training_options(ctx, options, config_file))
         bar = Progress(config.steps * len(config.seeds), "train", enabled=not quiet)
         try:
             result = run_train(config, out, resume=resume is not None, progress=bar)
@@ -147,6 +166,12 @@ def train(
         typer.echo(json.dumps(result.summary))
     else:
         print_summary(result.summary, result.out_dir)
+
+
+# Sub-commands live in their own modules and register themselves on `app` when imported.
+# (one import per line; keep this block just above main)
+# -- commands --
+# -- end commands --
 
 
 def main() -> None:

@@ -76,7 +76,7 @@ class Evaluation:
 def _loss_and_output_grad(O: torch.Tensor, batch: Batch, loss: str, need_grad: bool):
     """Return per-model loss (B,), accuracy (B,) and dL/dO (B, n, M) (or None)."""
     n = batch.size
-    acc = (O.argmax(-1) == batch.labels).to(O.dtype).mean(-1)
+    acc = (O.argmax(-1) == batch.labels).double().mean(-1)
     if loss == "mse":
         R = O - O.mean(-1, keepdim=True) - batch.targets          # P⊥1 o − ỹ (Ỹ is already centred)
         value = R.square().sum((1, 2)) / n
