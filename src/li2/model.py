@@ -14,7 +14,7 @@ Both are checked against autograd on the one-hot formulation in tests.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,6 +32,7 @@ class Batch:
     rows: torch.Tensor
     labels: torch.Tensor
     targets: torch.Tensor | None
+    _chunks: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_models(self) -> int:
@@ -40,6 +41,30 @@ class Batch:
     @property
     def size(self) -> int:
         return int(self.labels.shape[1])
+
+    def chunks(self, size: int) -> list["Chunk"]:
+        """The batch cut into consecutive blocks of `size` samples per model (cached)."""
+        if size not in self._chunks:
+            b, n = self.labels.shape
+            rows = self.rows.view(b, n, -1)
+            out = []
+            for s in range(0, n, size):
+                r = rows[:, s:s + size].reshape(-1, rows.shape[-1])
+                out.append(Chunk(r, r.t().contiguous(), self.labels[:, s:s + size],
+                                 None if self.targets is None else self.targets[:, s:s + size]))
+            self._chunks[size] = out
+        return self._chunks[size]
+
+
+@dataclass
+class Chunk:
+    """A block of samples: rows (B·c, k); operand_rows (k, B·c) contiguous — index_add_ on a
+    strided column is ~30× slower; labels (B, c); targets (B, c, M) or None."""
+
+    rows: torch.Tensor
+    operand_rows: torch.Tensor
+    labels: torch.Tensor
+    targets: torch.Tensor | None
 
 
 def make_batch(inputs: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, order: int, loss: str,
@@ -59,10 +84,16 @@ def make_batch(inputs: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, or
 
 
 def hidden_preactivation(W: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """H = Σ_j W[rows[:, j]]: W (B, kM, K), rows (B·n, k) → (B, n, K), one fused gather-sum."""
+    """H = Σ_j W[rows[:, j]]: W (B, kM, K), rows (B·c, k) → (B, c, K), one fused gather-sum."""
     b, km, k_width = W.shape
     h = torch.nn.functional.embedding_bag(rows, W.reshape(b * km, k_width), mode="sum")
     return h.view(b, -1, k_width)
+
+
+def chunk_size(width: int, num_models: int = 1) -> int:
+    """Samples per block so that one (B, c, K) fp32 tensor is ~1 MiB: H, F and dH of a block then
+    stay in L2 cache between the passes over them (measured: ~2× faster per step than whole-batch)."""
+    return max(64, (1 << 18) // max(1, width * num_models))
 
 
 @dataclass
@@ -73,24 +104,22 @@ class Evaluation:
     acc: torch.Tensor
 
 
-def _loss_and_output_grad(O: torch.Tensor, batch: Batch, loss: str, need_grad: bool):
-    """Return per-model loss (B,), accuracy (B,) and dL/dO (B, n, M) (or None)."""
-    n = batch.size
-    acc = (O.argmax(-1) == batch.labels).double().mean(-1)
+def _block_loss(O: torch.Tensor, chunk: Chunk, loss: str, n: int, need_grad: bool):
+    """Summed loss (B,), correct count (B,) and dL/dO of a block, for a mean over n samples."""
+    correct = (O.argmax(-1) == chunk.labels).sum(-1)
     if loss == "mse":
-        R = O - O.mean(-1, keepdim=True) - batch.targets          # P⊥1 o − ỹ (Ỹ is already centred)
-        value = R.square().sum((1, 2)) / n
+        R = O - O.mean(-1, keepdim=True) - chunk.targets          # P⊥1 o − ỹ (Ỹ is already centred)
+        value = R.square().sum((1, 2))
         grad = R.mul_(2.0 / n) if need_grad else None             # P⊥1 is symmetric and R is centred
     else:
         logp = torch.log_softmax(O, -1)
-        value = -logp.gather(-1, batch.labels[..., None]).squeeze(-1).mean(-1)
+        value = -logp.gather(-1, chunk.labels[..., None]).squeeze(-1).sum(-1)
+        grad = None
         if need_grad:
             grad = logp.exp_()
-            grad.scatter_add_(-1, batch.labels[..., None], -torch.ones_like(batch.labels[..., None], dtype=O.dtype))
+            grad.scatter_add_(-1, chunk.labels[..., None], -torch.ones_like(chunk.labels[..., None], dtype=O.dtype))
             grad.div_(n)
-        else:
-            grad = None
-    return value, acc, grad
+    return value, correct, grad
 
 
 class TwoLayerNet:
@@ -99,15 +128,19 @@ class TwoLayerNet:
     params: {"W": (B, kM, K), "V": (B, K, M), "U": (B, L, K, K) when layers > 0}.
     """
 
-    def __init__(self, activation: str, loss: str, layers: int = 0):
+    def __init__(self, activation: str, loss: str, layers: int = 0, block: int | None = None):
         self.activation = activation
         self.sigma, self.dsigma = get_activation(activation)
         self.loss = loss
         self.layers = layers
+        self.block = block      # samples per block; None = chunk_size(K, B)
+
+    def _block(self, params) -> int:
+        return self.block or chunk_size(params["W"].shape[-1], params["W"].shape[0])
 
     # -- features -------------------------------------------------------------------------
     def features(self, params: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
-        """Top hidden layer activations: (B, n, K)."""
+        """Top hidden layer activations for rows (B·n, k): (B, n, K)."""
         F = self.sigma(hidden_preactivation(params["W"], rows))
         for layer in range(self.layers):
             F = self.sigma(F + torch.bmm(F, params["U"][:, layer]))
@@ -115,52 +148,60 @@ class TwoLayerNet:
 
     def evaluate(self, params: dict[str, torch.Tensor], batch: Batch) -> Evaluation:
         with torch.no_grad():
-            O = torch.bmm(self.features(params, batch.rows), params["V"])
-            value, acc, _ = _loss_and_output_grad(O, batch, self.loss, need_grad=False)
-        return Evaluation(value, acc)
+            total, correct = 0, 0
+            for chunk in batch.chunks(self._block(params)):
+                O = torch.bmm(self.features(params, chunk.rows), params["V"])
+                value, hits, _ = _block_loss(O, chunk, self.loss, batch.size, need_grad=False)
+                total, correct = total + value, correct + hits
+        return Evaluation(total / batch.size, correct.double() / batch.size)
 
     # -- training step ----------------------------------------------------------------------
     def loss_and_grads(self, params: dict[str, torch.Tensor], batch: Batch, need_F: bool = False):
         """Loss/accuracy of the current parameters on `batch` and the gradients of the loss.
 
-        Returns (Evaluation, grads dict like params, F or None).  Per-model losses are
-        independent, so the gradient of model b only depends on model b.
+        Returns (Evaluation, grads dict like params, F (B, n, K) or None).  Per-model losses are
+        independent, so the gradient of model b only depends on model b.  Samples are processed
+        in cache-sized blocks; every per-sample quantity is row-separable, so blocks simply add up.
         """
         if self.layers > 0:
             return self._autograd_step(params, batch, need_F)
         W, V = params["W"], params["V"]
         b, km, k_width = W.shape
-        H = hidden_preactivation(W, batch.rows)                      # (B, n, K)
-        F = self.sigma(H)
-        O = torch.bmm(F, V)                                          # (B, n, M)
-        value, acc, dO = _loss_and_output_grad(O, batch, self.loss, need_grad=True)
-        dV = torch.bmm(F.transpose(1, 2), dO)                        # (B, K, M)
-        if self.activation == "sqr":
-            # dH = (dO Vᵀ) ⊙ 2H: fold the 2 into the small V so the big tensor sees one pass.
-            dH = torch.bmm(dO, V.transpose(1, 2) * 2.0).mul_(H)
-        else:
-            dH = torch.bmm(dO, V.transpose(1, 2)).mul_(self.dsigma(H))
+        n = batch.size
         dW = torch.zeros(b * km, k_width, dtype=W.dtype, device=W.device)
-        dH_flat = dH.view(-1, k_width)
-        for j in range(batch.rows.shape[1]):                         # k operands (2), not samples
-            dW.index_add_(0, batch.rows[:, j], dH_flat)
+        dV = torch.zeros_like(V)
+        # sqr: dH = (dO Vᵀ) ⊙ 2H — fold the 2 into the small V so the big tensor sees one pass.
+        Vt = V.transpose(1, 2) * 2.0 if self.activation == "sqr" else V.transpose(1, 2)
+        total, correct, feats = 0, 0, []
+        for chunk in batch.chunks(self._block(params)):
+            H = hidden_preactivation(W, chunk.rows)                  # (B, c, K)
+            F = self.sigma(H)
+            O = torch.bmm(F, V)                                      # (B, c, M)
+            value, hits, dO = _block_loss(O, chunk, self.loss, n, need_grad=True)
+            total, correct = total + value, correct + hits
+            dV.baddbmm_(F.transpose(1, 2), dO)
+            dH = torch.bmm(dO, Vt)
+            dH.mul_(H) if self.activation == "sqr" else dH.mul_(self.dsigma(H))
+            dH = dH.view(-1, k_width)
+            for rows_j in chunk.operand_rows:                        # k operands (2), not samples
+                dW.index_add_(0, rows_j, dH)
+            if need_F:
+                feats.append(F)
         grads = {"W": dW.view(b, km, k_width), "V": dV}
-        return Evaluation(value, acc), grads, (F if need_F else None)
+        F_all = torch.cat(feats, dim=1) if need_F else None
+        return Evaluation(total / n, correct.double() / n), grads, F_all
 
     def _autograd_step(self, params, batch, need_F):
         leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        n = batch.size
+        chunk = Chunk(batch.rows, batch.rows.t().contiguous(), batch.labels, batch.targets)
         with torch.enable_grad():
             F = self.features(leaves, batch.rows)
             O = torch.bmm(F, leaves["V"])
-            value, acc, _ = _loss_and_output_grad(O.detach(), batch, self.loss, need_grad=False)
-            if self.loss == "mse":
-                R = O - O.mean(-1, keepdim=True) - batch.targets
-                per_model = R.square().sum((1, 2)) / batch.size
-            else:
-                logp = torch.log_softmax(O, -1)
-                per_model = -logp.gather(-1, batch.labels[..., None]).squeeze(-1).mean(-1)
-            grads = torch.autograd.grad(per_model.sum(), list(leaves.values()))
-        return Evaluation(value, acc), dict(zip(leaves.keys(), grads)), (F.detach() if need_F else None)
+            value, hits, _ = _block_loss(O, chunk, self.loss, n, need_grad=False)
+            grads = torch.autograd.grad(value.sum() / n, list(leaves.values()))
+        return (Evaluation(value.detach() / n, hits.double() / n), dict(zip(leaves.keys(), grads)),
+                (F.detach() if need_F else None))
 
 
 def init_params(order: int, operands: int, width: int, layers: int, seed: int, init_scale: float,
