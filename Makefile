@@ -1,0 +1,26 @@
+# Two entry points for a fresh machine: `make demo` (install + a real grokking run) and
+# `make test` (install + the test suite).  Both build the virtual env .venv on first use.
+PY ?= python3.11
+VENV := .venv
+PIP := $(VENV)/bin/pip -q --disable-pip-version-check
+OUT ?= runs/demo
+
+$(VENV)/.base: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(PIP) install torch==2.13.0        # the CPU build, before anything can pull a CUDA one
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) install -e ".[test,ray]"
+	touch $@
+
+.PHONY: demo test bench
+demo: $(VENV)/.base
+	$(VENV)/bin/li2 train --out $(OUT)-$$(date +%Y%m%d-%H%M%S)
+
+test: $(VENV)/.test
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+bench: $(VENV)/.base
+	$(VENV)/bin/python benchmarks/train_step.py
