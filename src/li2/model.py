@@ -97,6 +97,15 @@ def chunk_size(width: int, num_models: int = 1) -> int:
 
 
 @dataclass
+class Features:
+    """Top-layer features on the training rows, F: (B, n, K), and the backpropagated gradient
+    G_F = −∂L_sum/∂F: (B, n, K) (L_sum = ½Σ_i‖P⊥1 o_i − ỹ_i‖² for mse; None on the autograd path)."""
+
+    F: torch.Tensor
+    G: torch.Tensor | None
+
+
+@dataclass
 class Evaluation:
     """Per-model loss (B,) and accuracy (B,) on one split."""
 
@@ -159,7 +168,7 @@ class TwoLayerNet:
     def loss_and_grads(self, params: dict[str, torch.Tensor], batch: Batch, need_F: bool = False):
         """Loss/accuracy of the current parameters on `batch` and the gradients of the loss.
 
-        Returns (Evaluation, grads dict like params, F (B, n, K) or None).  Per-model losses are
+        Returns (Evaluation, grads dict like params, Features or None).  Per-model losses are
         independent, so the gradient of model b only depends on model b.  Samples are processed
         in cache-sized blocks; every per-sample quantity is row-separable, so blocks simply add up.
         """
@@ -172,7 +181,7 @@ class TwoLayerNet:
         dV = torch.zeros_like(V)
         # sqr: dH = (dO Vᵀ) ⊙ 2H — fold the 2 into the small V so the big tensor sees one pass.
         Vt = V.transpose(1, 2) * 2.0 if self.activation == "sqr" else V.transpose(1, 2)
-        total, correct, feats = 0, 0, []
+        total, correct, feats, grad_feats = 0, 0, [], []
         for chunk in batch.chunks(self._block(params)):
             H = hidden_preactivation(W, chunk.rows)                  # (B, c, K)
             F = self.sigma(H)
@@ -181,15 +190,17 @@ class TwoLayerNet:
             total, correct = total + value, correct + hits
             dV.baddbmm_(F.transpose(1, 2), dO)
             dH = torch.bmm(dO, Vt)
+            if need_F:   # G_F = −∂L_sum/∂F, with L_sum = ½Σ‖·‖² (mse) or ΣCE (ce); dH is dO·Vt so far
+                feats.append(F)
+                scale = (n / 2.0 if self.loss == "mse" else float(n)) / (2.0 if self.activation == "sqr" else 1.0)
+                grad_feats.append(dH * -scale)
             dH.mul_(H) if self.activation == "sqr" else dH.mul_(self.dsigma(H))
             dH = dH.view(-1, k_width)
             for rows_j in chunk.operand_rows:                        # k operands (2), not samples
                 dW.index_add_(0, rows_j, dH)
-            if need_F:
-                feats.append(F)
         grads = {"W": dW.view(b, km, k_width), "V": dV}
-        F_all = torch.cat(feats, dim=1) if need_F else None
-        return Evaluation(total / n, correct.double() / n), grads, F_all
+        features = Features(torch.cat(feats, dim=1), torch.cat(grad_feats, dim=1)) if need_F else None
+        return Evaluation(total / n, correct.double() / n), grads, features
 
     def _autograd_step(self, params, batch, need_F):
         leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
@@ -201,7 +212,7 @@ class TwoLayerNet:
             value, hits, _ = _block_loss(O, chunk, self.loss, n, need_grad=False)
             grads = torch.autograd.grad(value.sum() / n, list(leaves.values()))
         return (Evaluation(value.detach() / n, hits.double() / n), dict(zip(leaves.keys(), grads)),
-                (F.detach() if need_F else None))
+                (Features(F.detach(), None) if need_F else None))
 
 
 def init_params(order: int, operands: int, width: int, layers: int, seed: int, init_scale: float,

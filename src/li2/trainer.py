@@ -13,7 +13,7 @@ from typing import Callable, Protocol
 import torch
 
 from .config import TrainConfig
-from .model import Batch, TwoLayerNet, init_params, make_batch
+from .model import Batch, Features, TwoLayerNet, init_params, make_batch
 from .optim import Optimizer
 from .task import Task, split
 
@@ -29,7 +29,7 @@ class EvalContext:
     params: dict[str, torch.Tensor]
     W0: torch.Tensor
     train: Batch
-    features: torch.Tensor          # F on the training rows, (B, n, K)
+    features: Features              # F and G_F on the training rows, (B, n, K) each
     weight_decay: torch.Tensor      # (B,)
     task: Task
     config: TrainConfig
@@ -110,7 +110,7 @@ class Trainer:
         self.elapsed = 0.0
 
     # -- one evaluation ------------------------------------------------------------------------
-    def _record(self, step: int, train_eval, F: torch.Tensor | None) -> None:
+    def _record(self, step: int, train_eval, feats: Features | None) -> None:
         test_eval = self.model.evaluate(self.params, self.test) if self.test is not None else None
         cols = {
             "train_loss": train_eval.loss, "train_acc": train_eval.acc,
@@ -119,10 +119,9 @@ class Trainer:
             "w_norm": self.params["W"].norm(dim=(1, 2)), "v_norm": self.params["V"].norm(dim=(1, 2)),
         }
         if self.hooks:
-            if F is None:
-                with torch.no_grad():
-                    F = self.model.features(self.params, self.train.rows)
-            ctx = EvalContext(step, self.model, self.params, self.W0, self.train, F, self.weight_decay,
+            if feats is None:
+                feats = self.model.loss_and_grads(self.params, self.train, need_F=True)[2]
+            ctx = EvalContext(step, self.model, self.params, self.W0, self.train, feats, self.weight_decay,
                               self.task, self.config)
             for hook in self.hooks:
                 cols.update(hook(ctx))
@@ -178,12 +177,12 @@ class Trainer:
                 self.elapsed = time.perf_counter() - start
                 self._record(step, train_eval, None)
                 break
-            train_eval, grads, F = self.model.loss_and_grads(self.params, self.train,
-                                                             need_F=want_F and step in eval_steps)
+            train_eval, grads, feats = self.model.loss_and_grads(self.params, self.train,
+                                                                 need_F=want_F and step in eval_steps)
             self._check_finite(train_eval.loss)
             if step in eval_steps:
                 self.elapsed = time.perf_counter() - start
-                self._record(step, train_eval, F)
+                self._record(step, train_eval, feats)
                 finite = torch.isfinite(train_eval.loss)
                 for k in self.params:
                     self.last_good[k][finite] = self.params[k][finite]
