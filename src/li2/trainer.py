@@ -49,6 +49,7 @@ class UnitResult:
     status: list[str]
     wall_seconds: list[float]
     stopped_step: list[int] = field(default_factory=list)
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)   # step → W (B, kM, K)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,6 +108,7 @@ class Trainer:
         self.diverged = torch.zeros(b, dtype=torch.bool)
         self.last_good = {k: v.clone() for k, v in self.params.items()}
         self.rows: list[dict] = []
+        self.snapshots: dict[int, torch.Tensor] = {}               # step → W (B, kM, K) for spectrum figures
         self.elapsed = 0.0
 
     # -- one evaluation ------------------------------------------------------------------------
@@ -155,11 +157,22 @@ class Trainer:
                 for k in self.params:   # keep the last good weights, not the NaNs
                     self.params[k][i].copy_(self.last_good[k][i])
 
+    def snapshot_steps(self) -> set[int]:
+        """Evaluation steps at which W is kept for figures: the first eval at or after each of
+        0, 10, 30, 100, 300, … (≈ log-spaced), plus the last step."""
+        evals = sorted(self.config.eval_steps())
+        marks, m = [0], 10
+        while m < self.config.steps:
+            marks += [m, 3 * m]
+            m *= 10
+        return {next(e for e in evals if e >= mark) for mark in marks if mark <= evals[-1]} | {evals[-1]}
+
     # -- main loop -------------------------------------------------------------------------------
     def run(self, progress: Callable[[int], None] | None = None,
             checkpoint: Callable[[int, dict, dict], None] | None = None) -> UnitResult:
         cfg = self.config
         eval_steps = set(cfg.eval_steps())
+        snap_steps = self.snapshot_steps()
         want_F = bool(self.hooks)
         start = time.perf_counter() - self.elapsed
         while True:
@@ -172,6 +185,8 @@ class Trainer:
                 with torch.no_grad():
                     F = self.model.features(self.params, self.train.rows)
                     self.params["V"].copy_(self._ridge(F, self.train.targets, self.ridge_lambda))
+            if step in snap_steps or step >= cfg.steps:
+                self.snapshots[step] = self.params["W"].detach().cpu().clone()
             if step >= cfg.steps:
                 train_eval = self.model.evaluate(self.params, self.train)
                 self.elapsed = time.perf_counter() - start
@@ -197,6 +212,8 @@ class Trainer:
             if progress is not None:
                 progress(int(self.active.sum()))
         self.elapsed = time.perf_counter() - start
+        if self.step not in self.snapshots:
+            self.snapshots[self.step] = self.params["W"].detach().cpu().clone()
         status = []
         for i in range(len(self.seeds)):
             if bool(self.diverged[i]):
@@ -207,7 +224,8 @@ class Trainer:
                 status.append("completed")
         wall = [self.elapsed] * len(self.seeds)
         return UnitResult(self.seeds, self.rows, {k: v.detach().cpu() for k, v in self.params.items()},
-                          status, wall, [int(s) if s >= 0 else self.step for s in self.stopped.tolist()])
+                          status, wall, [int(s) if s >= 0 else self.step for s in self.stopped.tolist()],
+                          dict(self.snapshots))
 
     # -- checkpoint state --------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -218,6 +236,7 @@ class Trainer:
         t["active"] = self.active.to(torch.uint8)
         t["good_since"], t["stopped"] = self.good_since, self.stopped
         t["diverged"] = self.diverged.to(torch.uint8)
+        t.update({f"snapshot.{step}": w for step, w in self.snapshots.items()})
         if self.rows:   # metrics so far, column by column (float64 is exact for every value we log)
             for key in self.rows[0]:
                 t[f"metric.{key}"] = torch.tensor([r.get(key, float("nan")) for r in self.rows], dtype=torch.float64)
@@ -244,6 +263,7 @@ class Trainer:
         self.good_since, self.stopped = tensors["good_since"].clone(), tensors["stopped"].clone()
         self.diverged = tensors["diverged"].bool()
         self.step, self.elapsed = int(meta["step"]), float(meta["elapsed"])
+        self.snapshots = {int(k.split(".", 1)[1]): v.clone() for k, v in tensors.items() if k.startswith("snapshot.")}
         cols = meta["metric_columns"]
         self.rows = []
         if cols:
