@@ -1,5 +1,8 @@
 import os
 
+# Multithreaded OpenBLAS stalls badly when test processes compete for the 2 cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import pytest
 import torch
 

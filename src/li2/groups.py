@@ -40,7 +40,7 @@ EXHAUSTIVE_ASSOC_MAX = 128  # above this order associativity uses Light's test (
 MAX_MODULUS = 2000
 MAX_EXPONENT = 64
 MAX_EXPR_LENGTH = 500
-MAX_EXPR_DEPTH = 40
+MAX_EXPR_DEPTH = 100       # AST levels; a flat sum of n terms is n levels deep
 
 # (form, order, example, description): shared by error messages and `li2 groups list`.
 NAME_FORMS: tuple[tuple[str, str, str, str], ...] = (
@@ -221,10 +221,7 @@ def semidirect(p: int, q: int) -> Group:
     Code i + p·j is a^i b^j with b a b⁻¹ = a^r, r of multiplicative order q mod p, so
     (a^i b^j)(a^k b^l) = a^(i + r^j k) b^(j+l).
     """
-    if not _is_prime(p):
-        raise GroupError(f"semidirect product Z{p}:Z{q}: {p} is not prime")
-    if q < 2 or (p - 1) % q:
-        raise GroupError(f"semidirect product Z{p}:Z{q}: q must be >= 2 and divide p-1 = {p - 1}")
+    _semidirect_order(p, q)
     r = pow(_primitive_root(p), (p - 1) // q, p)
     code = np.arange(p * q)
     i, j = code % p, code // p
@@ -251,15 +248,36 @@ def direct_product(*factors: Group) -> Group:
     return Group("x".join(f.name for f in factors), table, labels, all(f.is_group for f in factors))
 
 
-# Each factor token: (regex, order function, builder). Matched case-insensitively.
+def _checked(ok: bool, message: str) -> None:
+    if not ok:
+        raise GroupError(message)
+
+
+def _semidirect_order(p: int, q: int) -> int:
+    if p * q > MAX_ORDER:
+        return p * q                      # too large anyway; skip the primality test on huge p
+    _checked(_is_prime(p), f"semidirect product Z{p}:Z{q}: {p} is not prime")
+    _checked(q >= 2 and (p - 1) % q == 0, f"semidirect product Z{p}:Z{q}: q must be >= 2 and divide p-1 = {p - 1}")
+    return p * q
+
+
+# Each factor token: (regex, order function that also validates the arguments, builder).
+# Orders are known (and checked against MAX_ORDER) before any table is allocated.
 _FACTORS = (
-    (re.compile(r"^z?(\d+)$"), lambda n: n, cyclic),
-    (re.compile(r"^d(\d+)$"), lambda n: 2 * n, dihedral),
-    (re.compile(r"^s(\d+)$"), lambda n: math.factorial(min(n, 20)), symmetric),
-    (re.compile(r"^a(\d+)$"), lambda n: math.factorial(min(n, 20)) // 2, alternating),
+    (re.compile(r"^z?(\d+)$"),
+     lambda n: _checked(n >= 2, f"cyclic group order must be >= 2, got {n}") or n, cyclic),
+    (re.compile(r"^d(\d+)$"),
+     lambda n: _checked(n >= 2, f"dihedral group D<n> needs n >= 2, got {n}") or 2 * n, dihedral),
+    (re.compile(r"^s(\d+)$"),
+     lambda n: _checked(2 <= n <= 5, f"symmetric group S<n> needs 2 <= n <= 5, got {n}") or math.factorial(n),
+     symmetric),
+    (re.compile(r"^a(\d+)$"),
+     lambda n: _checked(3 <= n <= 5, f"alternating group A<n> needs 3 <= n <= 5, got {n}") or math.factorial(n) // 2,
+     alternating),
     (re.compile(r"^q8$"), lambda: 8, quaternion),
-    (re.compile(r"^dic(\d+)$"), lambda n: 4 * n, dicyclic),
-    (re.compile(r"^z?(\d+)(?::|sd)z?(\d+)$"), lambda p, q: p * q, semidirect),
+    (re.compile(r"^dic(\d+)$"),
+     lambda n: _checked(n >= 2, f"dicyclic group Dic<n> needs n >= 2, got {n}") or 4 * n, dicyclic),
+    (re.compile(r"^z?(\d+)(?::|sd)z?(\d+)$"), _semidirect_order, semidirect),
 )
 
 
@@ -273,7 +291,10 @@ def _parse_factor(token: str, name: str):
 
 
 def get_group(name: str) -> Group:
-    """Parse a group name (see the module docstring): 'Z71', '71', 'D5', 'S4', 'Z7:Z3', 'Z3xS3'."""
+    """Parse a group name (see the module docstring): 'Z71', '71', 'D5', 'S4', 'Z7:Z3', 'Z3xS3'.
+    A plain int n is read as Z<n>."""
+    if type(name) is int:
+        name = str(name)
     if not isinstance(name, str) or len(name) > 200:
         raise GroupError(f"unknown group: name must be a short string; {_ACCEPTED}")
     clean = re.sub(r"\s+", "", name).lower().replace("×", "x")
@@ -429,7 +450,7 @@ def load_group_table(path) -> Group:
     try:
         if path.stat().st_size > 256 * 2**20:
             raise GroupError(f"{path}: file too large")
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")   # tolerate a byte-order mark
     except (OSError, UnicodeDecodeError) as exc:
         raise GroupError(f"cannot read group table {str(path)!r}: {exc.__class__.__name__}") from None
     stripped = text.lstrip()
@@ -516,7 +537,7 @@ def expression_task(expr: str, modulus: int) -> Group:
 
     expr is parsed with ast.parse(mode="eval") and evaluated by a whitelist walker (no eval):
     integer constants, the names x and y, binary + - *, unary - and +, ** with an integer constant
-    exponent 0..64, parentheses. Length <= 500 characters, nesting <= 40 levels, 2 <= modulus <= 2000.
+    exponent 0..64, parentheses. Length <= 500 characters, nesting <= 100 levels, 2 <= modulus <= 2000.
     Everything else raises GroupError.
     """
     if type(modulus) is not int or not 2 <= modulus <= MAX_MODULUS:
