@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -212,15 +211,11 @@ def test_projector_memory_guard(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["Z127", "Dic32", "D64", "Z2xZ64", "S5", "Z2xZ2xZ2xZ2xZ2xZ2xZ2"])
-def test_speed(name):
-    """Uncached computation well under 2 s. Typically ~0.02-0.2 s; best of 5 because multithreaded
-    BLAS on an oversubscribed machine can stall a single run for seconds."""
+def test_larger_groups(name):
+    """Order-120-ish groups go through the whole pipeline (speed is a benchmark matter, not a test's)."""
     g = get_group(name)
-    best = float("inf")
-    for _ in range(5):
-        rep.clear_caches()
-        start = time.perf_counter()
-        isotypic_components(g)
-        group_info(g)
-        best = min(best, time.perf_counter() - start)
-    assert best < 2.0
+    rep.clear_caches()
+    comps = isotypic_components(g)
+    info = group_info(g)
+    assert sum(d * d for d in info["irrep_degrees"]) == g.order
+    np.testing.assert_allclose(comps.projectors.sum(0), np.eye(g.order), atol=1e-8)

@@ -7,7 +7,9 @@
     stage2_cosine        cos(G_F, ηỸỸᵀF): how well the Stage-II node-wise form explains the gradient
     offdiag_ratio        mean |off-diagonal| / mean |diagonal| of F̃ᵀF̃ (F̃ = F centred over samples),
                          estimated on a fixed random subset of ≤ 256 nodes (exact in `full`)
-    n_active, coverage, mean_dominant_fraction, diversity   node spectra (groups only, M ≤ 400)
+    n_active, coverage, mean_dominant_fraction, diversity, concentrated_fraction
+                         node spectra (groups only, M ≤ 400); active nodes are the fewest holding 90% of
+                         Σ‖w_j‖²; concentrated_fraction = share of them with one component ≥ 90% of ‖w_j‖²
 `--diagnostics full` adds ntk_distance = ‖FFᵀ − (aI + b11ᵀ)‖/‖FFᵀ‖ for the best a, b, computed
 without forming the n×n matrix, and the exact off-diagonal ratio.
 Cost of `basic`: two (M×n)·(n×K) products and a small Gram per evaluation (≈ ⅔ of a step).
@@ -22,6 +24,7 @@ from .trainer import EvalContext
 
 MAX_SPECTRUM_ORDER = 400      # projectors are (C, M, M): beyond this, spectra cost more than training
 GRAM_SAMPLE_NODES = 256
+ACTIVE_MASS = 0.9             # active nodes: the fewest holding 90% of Σ‖w_j‖² (see spectra.spectrum_summary)
 
 
 def _components(task):
@@ -86,8 +89,10 @@ class Diagnostics:
             off = (gram.abs().sum((1, 2)) - d.sum(-1)) / max(k * (k - 1), 1)
             out["offdiag_ratio"] = off / d.mean(-1).clamp_min(1e-30)
         if self.components is not None:
-            s = spectrum_summary(W, self.components, self.operands)
+            s = spectrum_summary(W, self.components, self.operands, active_mass=ACTIVE_MASS)
             out["n_active"] = s.n_active.to(torch.float64)
+            concentrated = (s.dominant_fraction >= 0.9) & s.active
+            out["concentrated_fraction"] = concentrated.sum(-1) / s.n_active.clamp_min(1)
             out["coverage"] = s.coverage.to(torch.float64)
             out["mean_dominant_fraction"] = s.mean_dominant_fraction
             out["diversity"] = s.diversity

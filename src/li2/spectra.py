@@ -72,7 +72,8 @@ def node_spectrum(W: torch.Tensor, components, operands: int = 2) -> torch.Tenso
 class SpectrumSummary:
     """Per-model feature read-out. Node-level tensors are (B, K); model-level ones (B,); histogram (B, C).
 
-    node_norm: ‖w_i‖ over all operand blocks. active: node_norm ≥ active_threshold · max node norm of
+    node_norm: ‖w_i‖ over all operand blocks. active: with active_mass set, the fewest nodes that hold
+    that share of Σ‖w_i‖² (the trainer's diagnostics use 0.9); otherwise node_norm ≥ active_threshold · max node norm of
     that model. dominant: the component with the largest fraction averaged over blocks;
     dominant_fraction: that block-averaged fraction. learned: active and dominant_fraction ≥
     learned_threshold and dominant non-trivial. coverage: number of distinct non-trivial components
@@ -113,7 +114,7 @@ class SpectrumSummary:
 
 
 def spectrum_summary(W: torch.Tensor, components, operands: int = 2, active_threshold: float = 0.1,
-                     learned_threshold: float = 0.5) -> SpectrumSummary:
+                     learned_threshold: float = 0.5, active_mass: float | None = None) -> SpectrumSummary:
     """Summarise node spectra per model. W: (B, kM, K) or (kM, K) (treated as B = 1). See SpectrumSummary."""
     if W.ndim == 2:
         W = W.unsqueeze(0)
@@ -121,7 +122,15 @@ def spectrum_summary(W: torch.Tensor, components, operands: int = 2, active_thre
     mean = frac.mean(1)                                       # (B, K, C)
     dom_frac, dom = mean.max(-1)                              # (B, K)
     norm = W.norm(dim=1)                                      # (B, K)
-    active = norm >= active_threshold * norm.max(-1, keepdim=True).values.clamp_min(torch.finfo(W.dtype).tiny)
+    if active_mass is not None:
+        # the fewest nodes that together hold `active_mass` of Σ‖w‖² (scale-free: no norm cut-off)
+        sq = norm.square()
+        srt, idx = sq.sort(-1, descending=True)
+        before = srt.cumsum(-1) - srt                         # mass of the nodes ranked above
+        keep = before < active_mass * sq.sum(-1, keepdim=True)
+        active = torch.zeros_like(keep).scatter(-1, idx, keep)
+    else:
+        active = norm >= active_threshold * norm.max(-1, keepdim=True).values.clamp_min(torch.finfo(W.dtype).tiny)
     C = frac.shape[-1]
     onehot = torch.nn.functional.one_hot(dom, C).to(W.dtype)  # (B, K, C)
     hist = (onehot * active[..., None]).sum(1)                # (B, C)
