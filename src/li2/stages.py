@@ -26,6 +26,7 @@ LAZY_TRAIN_ACC = 0.9
 LAZY_COSINE = 0.8
 INDEPENDENT_DROP = 0.9
 CONCENTRATED = 0.5
+SPECTRUM_COLUMNS = ("n_active", "coverage", "mean_dominant_fraction", "concentrated_fraction", "diversity")
 
 
 def _ok(x) -> bool:
@@ -69,8 +70,13 @@ def detect_stages(m: pd.DataFrame, grok_threshold: float = 0.95) -> dict:
 
 
 def annotate_summary(summary: dict, metrics: pd.DataFrame, config) -> dict:
-    """Add "stages" to every model of summary.json (in place; also returned)."""
+    """Add "stages" (and "spectrum": the last evaluation's node-spectrum read-out) to every model of
+    summary.json (in place; also returned)."""
     for model in summary["models"]:
         m = metrics[metrics.seed == model["seed"]].sort_values("step")
         model["stages"] = detect_stages(m, config.grok_threshold) if len(m) else None
+        last = m.iloc[-1] if len(m) else None
+        cols = [c for c in SPECTRUM_COLUMNS if last is not None and c in m and _ok(last[c])]
+        if cols:   # the features at the end of training (SPEC §8)
+            model["spectrum"] = {c: (int(last[c]) if c in ("n_active", "coverage") else float(last[c])) for c in cols}
     return summary
