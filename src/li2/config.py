@@ -13,9 +13,14 @@ Activation = Literal["sqr", "relu", "silu", "relusqr", "gelu"]
 
 def parse_seeds(text: str | int | list) -> list[int]:
     """'0-7' → [0..7]; '0,3,5' → [0, 3, 5]; '4' → [4]; lists pass through."""
+    whole = lambda s: type(s) is int or (isinstance(s, str) and re.fullmatch(r"\s*\d+\s*", s) is not None)
+    if isinstance(text, bool) or (isinstance(text, list) and not all(whole(s) for s in text)):
+        raise ValueError("seeds must be whole numbers: e.g. 0-7, 0,3,5 or a list [0, 3, 5]")
     if isinstance(text, int):
         return [text]
     if isinstance(text, list):
+        if len(set(int(s) for s in text)) != len(text):
+            raise ValueError("the seeds repeat a seed")
         return [int(s) for s in text]
     out: list[int] = []
     for part in str(text).split(","):
@@ -38,7 +43,7 @@ def parse_seeds(text: str | int | list) -> list[int]:
 class TrainConfig(BaseModel):
     """Everything that defines a training run (a stack of models differing only by seed)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # task
     group: str = "Z71"
@@ -87,6 +92,8 @@ class TrainConfig(BaseModel):
             raise ValueError("need at least one seed")
         if any(s < 0 for s in seeds):
             raise ValueError("seeds must be >= 0")
+        if any(s >= 2**32 for s in seeds):
+            raise ValueError("seeds must be < 2^32")
         return seeds
 
     @field_validator("train_ratio", mode="before")

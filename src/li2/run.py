@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +23,7 @@ import torch
 from . import __version__
 from .config import TrainConfig
 from .groups import Group, get_group
-from .store import (StoreError, clean_leftovers, load_checkpoint, read_yaml, save_checkpoint, write_json,
+from .store import (StoreError, clean_leftovers, is_leftover, load_checkpoint, read_yaml, save_checkpoint, write_json,
                     write_parquet, write_yaml)
 from .task import Task, make_task, train_size
 from .trainer import DiagnosticsHook, Trainer, UnitResult, resolve_device
@@ -42,6 +42,7 @@ class RunResult:
     summary: dict
     params: dict[int, dict[str, torch.Tensor]]     # seed → final tensors (W, V, …) without the model axis
     out_dir: Path | None
+    snapshots: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)   # seed → step → W (kM, K)
 
 
 # -- task ------------------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ def prepare_out_dir(out: Path, config: TrainConfig, resume: bool) -> None:
     cfg_path = out / "config.yaml"
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file, not a folder; choose another --out")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(not is_leftover(p.name) for p in out.iterdir()):   # a crash's leftovers: empty
         if not cfg_path.exists():
             raise RunError(f"--out {out} is not empty and holds no li2 run; choose an empty or new folder")
         try:
@@ -185,42 +186,87 @@ def train_unit(config: TrainConfig, task: Task, ratio: float, device: torch.devi
     """Train one stack of models, resuming from its checkpoints in `ckpt_dir` when present."""
     trainer = Trainer(config, task, seeds, ratio, device, lr=lr, weight_decay=weight_decay, hooks=hooks)
     unit = _unit_name(seeds)
+    identity = _identity(config, seeds, lr, weight_decay)
     save = None
     if ckpt_dir is not None:
         final = ckpt_dir / f"{unit}-final.safetensors"
         if final.exists():
-            tensors, meta = _load(final, trainer)
-            trainer.load_state(tensors, meta)
+            meta = _restore(final, trainer, identity, final=True)
             if progress is not None:
                 progress(trainer.step * len(seeds))
             return UnitResult(seeds, trainer.rows, {k: v.cpu() for k, v in trainer.params.items()},
-                              meta["status"], meta["wall_seconds"], meta["stopped_step"])
+                              meta["status"], meta["wall_seconds"], meta["stopped_step"], dict(trainer.snapshots))
         latest = _latest_checkpoint(ckpt_dir, unit)
         if latest is not None:
-            tensors, meta = _load(latest, trainer)
-            trainer.load_state(tensors, meta)
+            _restore(latest, trainer, identity)
             if progress is not None:
                 progress(trainer.step * len(seeds))
 
         def save(step, tensors, meta):
-            save_checkpoint(ckpt_dir / f"{unit}-step{step:08d}.safetensors", tensors, meta)
+            save_checkpoint(ckpt_dir / f"{unit}-step{step:08d}.safetensors", tensors, {**meta, "run": identity})
 
     result = trainer.run(progress=progress, checkpoint=save)
     if ckpt_dir is not None:
         meta = trainer.state_meta()
-        meta.update(status=result.status, wall_seconds=result.wall_seconds, stopped_step=result.stopped_step)
+        meta.update(status=result.status, wall_seconds=result.wall_seconds, stopped_step=result.stopped_step,
+                    run=identity)
         save_checkpoint(ckpt_dir / f"{unit}-final.safetensors", trainer.state_tensors(), meta)
     return result
 
 
-def _load(path: Path, trainer: Trainer):
+def _identity(config: TrainConfig, seeds: list[int], lr: list[float] | None = None,
+              weight_decay: list[float] | None = None) -> dict:
+    """What a checkpoint must have been written by to be resumed here (threads/device may change)."""
+    cfg = {k: v for k, v in config.model_dump(mode="json").items() if k not in ("threads", "device")}
+    per_model = lambda vals, default: [float(v) for v in (vals if vals is not None else [default] * len(seeds))]
+    return {"config": cfg, "seeds": [int(s) for s in seeds], "lr": per_model(lr, config.lr),
+            "weight_decay": per_model(weight_decay, config.weight_decay)}
+
+
+def _verify(path: Path, identity: dict, shapes: dict[str, tuple[int, ...]] | None = None):
+    """Load a checkpoint and check that it belongs to this very run (StoreError otherwise)."""
+    tensors, meta = load_checkpoint(path, shapes)
+    saved = meta.get("run") if isinstance(meta.get("run"), dict) else {}
+    if saved.get("seeds") != identity["seeds"]:
+        raise StoreError(f"checkpoint {path} holds seeds {saved.get('seeds', meta.get('seeds'))}, "
+                         f"this run has {identity['seeds']}")
+    if saved != identity:
+        theirs = saved.get("config") if isinstance(saved.get("config"), dict) else {}
+        differ = [k for k, v in identity["config"].items() if theirs.get(k) != v]
+        differ += [k for k in ("lr", "weight_decay") if saved.get(k) != identity[k] and k not in differ]
+        raise StoreError(f"checkpoint {path} was written by another configuration "
+                         f"(differs in {', '.join(differ) or 'its metadata'}); refusing to resume from it")
+    return tensors, meta
+
+
+def _restore(path: Path, trainer: Trainer, identity: dict, final: bool = False) -> dict:
+    """Verify a checkpoint against this run and load it into `trainer`; RunError on any mismatch."""
+    shapes = {k: tuple(v.shape) for k, v in trainer.state_tensors().items() if not k.startswith("metric.")}
     try:
-        tensors, meta = load_checkpoint(path, trainer.expected_shapes())
-        if meta.get("seeds") != trainer.seeds:
-            raise StoreError(f"checkpoint {path} holds seeds {meta.get('seeds')}, this run has {trainer.seeds}")
-        return tensors, meta
+        tensors, meta = _verify(path, identity, shapes)
+        trainer.load_state(tensors, meta)
+        for key in ("status", "wall_seconds", "stopped_step") if final else ():
+            if not isinstance(meta.get(key), list) or len(meta[key]) != len(trainer.seeds):
+                raise KeyError(key)
     except StoreError as e:
         raise RunError(str(e)) from None
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        raise RunError(f"checkpoint {path} does not fit this run ({e.__class__.__name__}: "
+                       f"{str(e).splitlines()[0][:80] if str(e) else ''})") from None
+    return meta
+
+
+def verify_checkpoints(config: TrainConfig, ckpt_dir: Path, device: torch.device) -> None:
+    """Check every checkpoint a resume would start from before anything is trained or written."""
+    for seeds in _units(config, device):
+        unit = _unit_name(seeds)
+        final = ckpt_dir / f"{unit}-final.safetensors"
+        path = final if final.exists() else _latest_checkpoint(ckpt_dir, unit)
+        if path is not None:
+            try:
+                _verify(path, _identity(config, seeds))
+            except StoreError as e:
+                raise RunError(str(e)) from None
 
 
 def metrics_frame(units: list[UnitResult]) -> pd.DataFrame:
@@ -264,6 +310,7 @@ def train(config: TrainConfig | dict | None = None, out: str | Path | None = Non
         if not (out_dir / "config.yaml").exists():
             write_yaml(out_dir / "config.yaml", resolved_config(config, task, ratio, device))
         ckpt_dir = out_dir / "checkpoints"
+        verify_checkpoints(config, ckpt_dir, device)
     units = []
     for seeds in _units(config, device):
         units.append(train_unit(config, task, ratio, device, seeds, ckpt_dir, hooks, progress))
@@ -271,15 +318,19 @@ def train(config: TrainConfig | dict | None = None, out: str | Path | None = Non
     summary = summarise(metrics, units, config.grok_threshold)
     from .stages import annotate_summary
     annotate_summary(summary, metrics, config)
+    from .diagnose import annotate_outcomes
+    annotate_outcomes(summary, metrics, config, task.order)
     params = {seed: {k: v[i] for k, v in u.params.items()} for u in units for i, seed in enumerate(u.seeds)}
+    snapshots = {seed: {step: w[i] for step, w in sorted(u.snapshots.items())}
+                 for u in units for i, seed in enumerate(u.seeds)}
     if write:
         write_parquet(out_dir / "metrics.parquet", metrics)
         write_json(out_dir / "summary.json", summary)
         if figures:
             from .figures import run_figures
-            run_figures(out_dir, metrics, summary, config, task, params)
+            run_figures(out_dir, metrics, summary, config, task, snapshots)
     return RunResult(read_yaml(out_dir / "config.yaml") if write else
-                     resolved_config(config, task, ratio, device), metrics, summary, params, out_dir)
+                     resolved_config(config, task, ratio, device), metrics, summary, params, out_dir, snapshots)
 
 
 def open_run(run_dir: str | Path) -> RunResult:
@@ -293,6 +344,7 @@ def open_run(run_dir: str | Path) -> RunResult:
     except StoreError as e:
         raise RunError(f"{run_dir} is not a finished li2 run: {e}") from None
     params: dict[int, dict[str, torch.Tensor]] = {}
+    snapshots: dict[int, dict[int, torch.Tensor]] = {}
     for f in sorted((run_dir / "checkpoints").glob("*-final.safetensors")):
         try:
             tensors, meta = load_checkpoint(f)
@@ -300,5 +352,7 @@ def open_run(run_dir: str | Path) -> RunResult:
             raise RunError(str(e)) from None
         for i, seed in enumerate(meta["seeds"]):
             params[int(seed)] = {k.split(".", 1)[1]: v[i] for k, v in tensors.items() if k.startswith("param.")}
-    return RunResult(cfg, metrics, summary, params, run_dir)
+            snapshots[int(seed)] = {int(k.split(".", 1)[1]): v[i] for k, v in sorted(tensors.items())
+                                    if k.startswith("snapshot.")}
+    return RunResult(cfg, metrics, summary, params, run_dir, snapshots)
 

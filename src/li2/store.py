@@ -24,6 +24,15 @@ from safetensors.torch import save as st_save
 CHECKPOINT_FORMAT = "li2-checkpoint-1"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class StoreError(ValueError):
     """A file li2 should read is missing, corrupted or belongs to something else (one-line message)."""
 
@@ -33,6 +42,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
+        try:   # mkstemp makes 0600 files; give the result the permissions an ordinary open() would
+            os.fchmod(fd, 0o666 & ~_UMASK)
+        except OSError:
+            pass
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -106,19 +119,28 @@ def read_parquet(path) -> pd.DataFrame:
         raise StoreError(f"{path} is not a readable Parquet table ({e.__class__.__name__})") from None
 
 
+def is_leftover(name: str) -> bool:
+    """A temporary file a killed writer left behind (`.NAME.tmp-XXXX`, or the write probe of an --out)."""
+    return (name.startswith(".") and ".tmp-" in name) or name == ".li2-write-test"
+
+
 def clean_leftovers(folder) -> None:
     """Remove temporary files a killed writer left behind."""
-    for p in Path(folder).rglob(".*.tmp-*"):
-        try:
-            p.unlink()
-        except OSError:
-            pass
+    for p in Path(folder).rglob(".*"):
+        if is_leftover(p.name) and p.is_file():
+            try:
+                p.unlink()
+            except OSError:
+                pass
 
 
 # -- checkpoints ----------------------------------------------------------------------------
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
+    """sha256 over the metadata text and every tensor (name, dtype, shape, bytes)."""
     h = hashlib.sha256()
+    h.update(f"{CHECKPOINT_FORMAT}|{len(meta_json)}|".encode())
+    h.update(meta_json.encode())
     for key in sorted(tensors):
         t = tensors[key].detach().cpu().contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -129,7 +151,8 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 def save_checkpoint(path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """safetensors file whose metadata holds `meta` (JSON) and a sha256 of every tensor."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    header = {"format": CHECKPOINT_FORMAT, "meta": json.dumps(meta), "sha256": _digest(tensors)}
+    meta_json = json.dumps(meta)
+    header = {"format": CHECKPOINT_FORMAT, "meta": meta_json, "sha256": _digest(tensors, meta_json)}
     atomic_write_bytes(path, st_save(tensors, metadata=header))
 
 
@@ -141,19 +164,25 @@ def load_checkpoint(path, expected_shapes: dict[str, tuple[int, ...]] | None = N
         data = path.read_bytes()
     except FileNotFoundError:
         raise StoreError(f"checkpoint {path} does not exist") from None
+    except OSError as e:
+        raise StoreError(f"checkpoint {path} cannot be read: {e.strerror or e.__class__.__name__}") from None
     try:
         tensors = st_load(data)
         header = _read_header(data)
-    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError, OverflowError) as e:
-        raise StoreError(f"checkpoint {path} is damaged or not a safetensors file ({str(e).splitlines()[0][:80]})") from None
+    except (SafetensorError, ValueError, TypeError, AttributeError, RecursionError, OverflowError) as e:
+        detail = str(e).splitlines()[0][:80] if str(e).strip() else e.__class__.__name__
+        raise StoreError(f"checkpoint {path} is damaged or not a safetensors file ({detail})") from None
     if header.get("format") != CHECKPOINT_FORMAT:
-        raise StoreError(f"checkpoint {path} was not written by li2 (format {header.get('format')!r})")
-    if _digest(tensors) != header.get("sha256"):
+        raise StoreError(f"checkpoint {path} was not written by li2 (format {str(header.get('format'))[:40]!r})")
+    meta_json = header.get("meta")
+    if not isinstance(meta_json, str) or _digest(tensors, meta_json) != header.get("sha256"):
         raise StoreError(f"checkpoint {path} is corrupted: checksum mismatch")
     try:
-        meta = json.loads(header["meta"])
-    except (KeyError, json.JSONDecodeError):
-        raise StoreError(f"checkpoint {path} has damaged metadata") from None
+        meta = json.loads(meta_json)
+    except (json.JSONDecodeError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise StoreError(f"checkpoint {path} has damaged metadata")
     if expected_shapes is not None:
         for key, shape in expected_shapes.items():
             if key not in tensors:
@@ -168,4 +197,8 @@ def _read_header(data: bytes) -> dict[str, str]:
     n = int.from_bytes(data[:8], "little")
     if n <= 0 or n > len(data) - 8:
         raise ValueError("bad header length")
-    return json.loads(data[8:8 + n]).get("__metadata__", {})
+    header = json.loads(data[8:8 + n])
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    if not isinstance(meta, dict):
+        raise ValueError("header is not a safetensors header")
+    return meta

@@ -195,6 +195,8 @@ def _generate(where: str, key: str, gen: dict) -> list:
             raise SweepError(f"{here}: give [start, stop] or [start, stop, step] as integers, got {args}")
         if len(args) == 3 and args[2] == 0:
             raise SweepError(f"{here}: step must not be 0")
+        if len(range(*args)) > MAX_RUNS:   # check before building the list: [0, 10**12] must not eat the RAM
+            raise SweepError(f"{here}: range {args} has {len(range(*args))} values, more than {MAX_RUNS}")
         values = list(range(*args))
         if not values:
             raise SweepError(f"{here}: range {args} is empty (stop is excluded)")

@@ -68,10 +68,6 @@ class Trainer:
                  hooks: tuple[DiagnosticsHook, ...] = ()):
         self.config, self.task, self.seeds, self.device = config, task, list(seeds), device
         self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
-        if device.type == "cpu":
-            # Denormals appear as weights decay and slow CPU kernels by orders of magnitude;
-            # flushing them to zero is deterministic and changes nothing measurable.
-            torch.set_flush_denormal(True)
         self.hooks = hooks
         b = len(self.seeds)
         m = task.order
@@ -170,6 +166,17 @@ class Trainer:
     # -- main loop -------------------------------------------------------------------------------
     def run(self, progress: Callable[[int], None] | None = None,
             checkpoint: Callable[[int, dict, dict], None] | None = None) -> UnitResult:
+        """Train until --steps or until every model has stopped; returns the unit's results."""
+        # Denormals appear as weights decay and slow CPU kernels by orders of magnitude; flushing
+        # them to zero is deterministic and changes nothing measurable. Only while training.
+        flush = self.device.type == "cpu" and torch.set_flush_denormal(True)
+        try:
+            return self._run(progress, checkpoint)
+        finally:
+            if flush:
+                torch.set_flush_denormal(False)
+
+    def _run(self, progress, checkpoint) -> UnitResult:
         cfg = self.config
         eval_steps = set(cfg.eval_steps())
         snap_steps = self.snapshot_steps()
