@@ -26,8 +26,13 @@ def _root() -> None:
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)   # GroupError, RunError, StoreError ⊂ ValueError
 
 
+def one_line(text: str) -> str:
+    """Escape what would break the one-line promise or fool a terminal (newlines, \\x1e, \\u2028, RTL marks…)."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(2)
 
 
@@ -53,6 +58,10 @@ def user_errors():
     except USER_ERRORS as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         fail(text)
+    except (MemoryError, RuntimeError) as e:   # torch's allocators raise RuntimeError
+        if not isinstance(e, MemoryError) and "alloc" not in str(e) and "out of memory" not in str(e):
+            raise
+        fail("out of memory: choose a smaller group, fewer operands, a smaller --width or fewer seeds")
 
 
 class Progress:
@@ -168,9 +177,57 @@ def train(
         print_summary(result.summary, result.out_dir)
 
 
+@app.command()
+def energy(
+    group: str = typer.Option("Z23", help="group name (li2 groups list)"),
+    group_table: Optional[Path] = typer.Option(None, help="Cayley table file (JSON or CSV) instead of --group"),
+    expression: Optional[str] = typer.Option(None, help="operation x∘y = EXPR mod --modulus (not a group)"),
+    modulus: Optional[int] = typer.Option(None, help="modulus for --expression"),
+    operands: int = typer.Option(2, help="operands per sample"),
+    train_ratio: str = typer.Option("1.0", help="training fraction in (0, 1], or critical / critical:C"),
+    activation: str = typer.Option("sqr", help="sqr, relu, silu, relusqr, gelu"),
+    restarts: int = typer.Option(64, min=1, max=100_000, help="random starts of the ascent"),
+    seed: int = typer.Option(0, min=0, help="seed of the split and the starts"),
+    out: Optional[Path] = typer.Option(None, help="folder for energy.json and energy.png (default: runs/energy-<time>)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
+):
+    """Local maxima of the Stage-II energy E(w) = ½‖Ỹᵀσ(Xw)‖² by projected ascent, classified by irrep."""
+    from .config import TrainConfig
+    from .run import default_out_dir, resolve_group
+    from .store import write_json
+    from .theory import energy_figure, energy_landscape
+
+    with user_errors():
+        cfg = TrainConfig(group=group, group_table=str(group_table) if group_table else None, expression=expression,
+                          modulus=modulus, operands=operands, train_ratio=train_ratio, activation=activation)
+        g = resolve_group(cfg)
+        ratio = cfg.resolved_ratio(g.order)
+        stamp = default_out_dir()
+        out_dir = Path(out) if out is not None else stamp.with_name(f"energy-{stamp.name}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result = energy_landscape(g, ratio, activation=activation, restarts=restarts, seed=seed, operands=operands)
+        write_json(out_dir / "energy.json", result)
+        energy_figure(result, out_dir / "energy.png")
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        pred = result["predicted_max_energy"]
+        typer.echo(f"{result['group']} p={ratio:.3g}: max E {result['max_energy']:.4f}"
+                   + (f" (theory {pred:.4f})" if pred is not None else "")
+                   + f", irrep-like {result['irrep_fraction']:.0%}, memorisation-like "
+                     f"{result['memorization_fraction']:.0%} of {result['restarts']} maxima")
+        if result["component_histogram"]:
+            typer.echo("by component: " + ", ".join(f"{k}: {v}" for k, v in result["component_histogram"].items()))
+        typer.echo(f"written: {out_dir}/energy.json, energy.png")
+
+
 # Sub-commands live in their own modules and register themselves on `app` when imported.
 # (one import per line; keep this block just above main)
 # -- commands --
+from . import cli_sweep  # noqa: E402,F401
+from . import cli_recipes  # noqa: E402,F401
+from .cli_groups import groups_app  # noqa: E402
+app.add_typer(groups_app, name="groups", help="Finite groups: names accepted, character tables, irreps.")
 # -- end commands --
 
 
@@ -188,10 +245,12 @@ def main() -> None:
             typer.echo(e.format_message(), err=True)
             sys.exit(0)
         text = " ".join(e.format_message().split())
-        typer.echo(f"error: {text}", err=True)
+        typer.echo(f"error: {one_line(text)}", err=True)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m li2.cli`: run the package's module, on whose `app` the sub-commands registered
+    from li2.cli import main as _main
+    _main()
