@@ -199,10 +199,11 @@ class Trainer:
                 self.elapsed = time.perf_counter() - start
                 self._record(step, train_eval, None)
                 break
+            evaluating = step in eval_steps
             train_eval, grads, feats = self.model.loss_and_grads(self.params, self.train,
-                                                                 need_F=want_F and step in eval_steps)
+                                                                 need_F=want_F and evaluating, need_acc=evaluating)
             self._check_finite(train_eval.loss)
-            if step in eval_steps:
+            if evaluating:
                 self.elapsed = time.perf_counter() - start
                 self._record(step, train_eval, feats)
                 finite = torch.isfinite(train_eval.loss)
