@@ -48,6 +48,7 @@ def li2_ms_per_step(cfg: TrainConfig, steps: int) -> float:
 
 def baseline_ms_per_step(cfg: TrainConfig, steps: int) -> float:
     """The obvious PyTorch program: one-hot inputs, nn.Linear layers, autograd, torch.optim.Adam."""
+    torch.set_flush_denormal(True)   # li2 flushes denormals while it trains; give the baseline the same
     task = make_task(get_group(cfg.group), 2)
     M = task.order
     tr, te = split(task.num_samples, cfg.train_ratio, 0)
