@@ -58,7 +58,7 @@ def recipe_dynamics(ctx: Ctx) -> dict:
     from .spectra import spectrum_summary
 
     cfg = dict(group="Z71", train_ratio=0.4, width=1024, weight_decay=2e-4, activation="sqr", loss="mse",
-               optimizer="adam", lr=2e-3, diagnostics="full", seeds=[0], checkpoint_every=0)
+               optimizer="adam", lr=2e-3, diagnostics="full", seeds=[0], checkpoint_every=0, threads=1)
     cfg.update(ctx.pick(dict(group="Z11", width=32, train_ratio=0.6, steps=60, early_stop=True, stop_margin=10),
                         dict(steps=3000, early_stop=True, stop_margin=200),
                         dict(steps=3000, early_stop=False)))

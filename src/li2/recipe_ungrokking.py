@@ -73,8 +73,29 @@ def continue_on_less_data(base: dict, p1: float, p2: float, seed: int, steps2: i
     cfg1 = TrainConfig(**{**base, "train_ratio": p1, "seeds": [seed]})
     task, r1 = build_task(cfg1)
     dev = torch.device("cpu")
-    t1 = Trainer(cfg1, task, [seed], r1, dev)
-    u1 = t1.run()
+    # one thread: these models are small, and two threads on two busy cores wait on each other
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t1 = Trainer(cfg1, task, [seed], r1, dev)
+        u1 = t1.run()
+        t2, u2 = _continue(t1, base, p2, seed, steps2, task, dev)
+    finally:
+        torch.set_num_threads(threads)
+    rows = [{"phase": 1, **r} for r in u1.rows]
+    offset = t1.step
+    rows += [{"phase": 2, **r, "step": r["step"] + offset} for r in u2.rows]
+    df = pd.DataFrame(rows)
+    return df[["phase", "step", "seed", "train_acc", "test_acc", "test_loss", "w_norm"]]
+
+
+def _continue(t1, base: dict, p2: float, seed: int, steps2: int, task, dev):
+    """Phase 2 of `continue_on_less_data`: a fresh trainer on the nested sub-split, t1's weights."""
+    import torch
+
+    from .config import TrainConfig
+    from .trainer import Trainer
+
     cfg2 = TrainConfig(**{**base, "train_ratio": p2, "seeds": [seed], "steps": steps2, "early_stop": False})
     t2 = Trainer(cfg2, task, [seed], p2, dev)
     with torch.no_grad():
@@ -84,12 +105,7 @@ def continue_on_less_data(base: dict, p1: float, p2: float, seed: int, steps2: i
         for k in t2.last_good:
             t2.last_good[k].copy_(t1.params[k])
     t2.test = t1.test            # judge both phases on the samples phase 1 never trained on
-    u2 = t2.run()
-    rows = [{"phase": 1, **r} for r in u1.rows]
-    offset = t1.step
-    rows += [{"phase": 2, **r, "step": r["step"] + offset} for r in u2.rows]
-    df = pd.DataFrame(rows)
-    return df[["phase", "step", "seed", "train_acc", "test_acc", "test_loss", "w_norm"]]
+    return t2, t2.run()
 
 
 def recipe_ungrokking(ctx: Ctx) -> dict:

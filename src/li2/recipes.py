@@ -201,12 +201,17 @@ def train_grid(ctx: Ctx, folder: Path, base: dict, grid: dict, in_process: bool 
         if not (folder / "sweep.yaml").exists():   # same layout as run_sweep, so either may resume the other
             from .store import write_text
             write_text(folder / "sweep.yaml", spec.to_yaml())
-        for i, r in enumerate(runs):
-            d = folder / "runs" / r.run_id
-            if (d / "summary.json").exists():
-                continue
-            train(r.config, d, resume=(d / "config.yaml").exists(), figures=False)
-            ctx.log(f"  {folder.name}: {i + 1}/{len(runs)} runs")
+        import torch
+        threads = torch.get_num_threads()   # the sweep's runs set threads: 1; give the process its own back
+        try:
+            for i, r in enumerate(runs):
+                d = folder / "runs" / r.run_id
+                if (d / "summary.json").exists():
+                    continue
+                train(r.config, d, resume=(d / "config.yaml").exists(), figures=False)
+                ctx.log(f"  {folder.name}: {i + 1}/{len(runs)} runs")
+        finally:
+            torch.set_num_threads(threads)
     rows = []
     for r in runs:
         d = folder / "runs" / r.run_id
@@ -345,11 +350,21 @@ def claim_folder(out: Path, name: str, size: str) -> None:
 def run_recipe(name: str, out: Path, size: str, log: Callable[[str], None], workers: int,
                in_all: bool = False) -> dict:
     """Run one recipe into `out` and write its findings.json (with recipe, size and wall_seconds)."""
+    import torch
+
     claim_folder(out, name, size)
     ctx = Ctx(out, size, log, workers, in_all)
     log(f"{name}: starting ({size})")
     t0 = time.perf_counter()
-    findings = runner(name)(ctx)
+    # One torch thread in this process: the multi-run recipes already use a worker per core, and on a
+    # shared 2-core machine two intra-op threads wait on each other (measured: the dynamics run took
+    # 132 s with 2 threads and 14 s with 1 while another process kept the cores busy).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        findings = runner(name)(ctx)
+    finally:
+        torch.set_num_threads(threads)
     wall = round(time.perf_counter() - t0, 1)
     findings = _clean({"recipe": name, **findings, "size": size, "wall_seconds": wall})
     if findings.get("verdict") not in VERDICTS:
