@@ -77,3 +77,12 @@ def test_run_records_diagnostics_and_stages():
     st = r.summary["models"][0]["stages"]
     vals = [st["lazy_end"], st["independent_end"], st["interactive_end"]]
     assert None not in vals and vals == sorted(vals)
+
+
+def test_block_accumulated_basic_equals_whole_tensor_full():
+    kw = dict(group="Z11", width=40, train_ratio=0.5, steps=20, eval_every=5, dtype="float64", write=False,
+              early_stop=False)
+    basic = li2.train(diagnostics="basic", **kw).metrics
+    full = li2.train(diagnostics="full", **kw).metrics
+    cols = ["grad_norm", "w_drift", "energy_mean", "energy_max", "stage2_cosine", "offdiag_ratio", "coverage"]
+    pd.testing.assert_frame_equal(basic[cols], full[cols], rtol=1e-9, atol=1e-12)

@@ -168,9 +168,12 @@ class TwoLayerNet:
 
     # -- training step ----------------------------------------------------------------------
     def loss_and_grads(self, params: dict[str, torch.Tensor], batch: Batch, need_F: bool = False,
-                       need_acc: bool = True):
+                       need_acc: bool = True, on_block=None):
         """Loss/accuracy of the current parameters on `batch` and the gradients of the loss.
 
+        on_block(chunk, F_c, D_c, s) is called for every block with its features and its backpropagated
+        gradient G_c = s·D_c (see Features) — diagnostics accumulate statistics there without the
+        whole (n, K) tensors ever being formed.
         Returns (Evaluation, grads dict like params, Features or None); Evaluation.acc is None
         unless need_acc (the argmax is a pass over every block that only evaluations need).  Per-model losses are
         independent, so the gradient of model b only depends on model b.  Samples are processed
@@ -194,10 +197,14 @@ class TwoLayerNet:
             total, correct = total + value, (correct + hits if need_acc else None)
             dV.baddbmm_(F.transpose(1, 2), dO)
             dH = torch.bmm(dO, Vt)
-            if need_F:   # G_F = −∂L_sum/∂F, with L_sum = ½Σ‖·‖² (mse) or ΣCE (ce); dH is dO·Vt so far
-                feats.append(F)
-                scale = (n / 2.0 if self.loss == "mse" else float(n)) / (2.0 if self.activation == "sqr" else 1.0)
-                grad_feats.append(dH * -scale)
+            if need_F or on_block is not None:
+                # G_F = −∂L_sum/∂F, with L_sum = ½Σ‖·‖² (mse) or ΣCE (ce); dH is dO·Vt so far
+                scale = -(n / 2.0 if self.loss == "mse" else float(n)) / (2.0 if self.activation == "sqr" else 1.0)
+                if on_block is not None:
+                    on_block(chunk, F, dH, scale)     # G_F = scale · dH: no (c, K) product formed
+                if need_F:
+                    feats.append(F)
+                    grad_feats.append(dH * scale)
             dH.mul_(H) if self.activation == "sqr" else dH.mul_(self.dsigma(H))
             dH = dH.view(-1, k_width)
             for rows_j in chunk.operand_rows:                        # k operands (2), not samples

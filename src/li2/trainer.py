@@ -29,7 +29,8 @@ class EvalContext:
     params: dict[str, torch.Tensor]
     W0: torch.Tensor
     train: Batch
-    features: Features              # F and G_F on the training rows, (B, n, K) each
+    features: Features | None       # F and G_F on the training rows, (B, n, K) each; None when no
+                                    # hook asked for them (needs_features = False)
     weight_decay: torch.Tensor      # (B,)
     task: Task
     config: TrainConfig
@@ -69,6 +70,7 @@ class Trainer:
         self.config, self.task, self.seeds, self.device = config, task, list(seeds), device
         self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
         self.hooks = hooks
+        self.block_hooks = [h for h in hooks if hasattr(h, "on_block")]
         b = len(self.seeds)
         m = task.order
         self.model = TwoLayerNet(config.activation, config.loss, config.layers)
@@ -107,6 +109,10 @@ class Trainer:
         self.snapshots: dict[int, torch.Tensor] = {}               # step → W (B, kM, K) for spectrum figures
         self.elapsed = 0.0
 
+    def _on_block(self, chunk, F, D, scale) -> None:
+        for hook in self.block_hooks:
+            hook.on_block(chunk, F, D, scale)
+
     # -- one evaluation ------------------------------------------------------------------------
     def _record(self, step: int, train_eval, feats: Features | None) -> None:
         test_eval = self.model.evaluate(self.params, self.test) if self.test is not None else None
@@ -117,8 +123,6 @@ class Trainer:
             "w_norm": self.params["W"].norm(dim=(1, 2)), "v_norm": self.params["V"].norm(dim=(1, 2)),
         }
         if self.hooks:
-            if feats is None:
-                feats = self.model.loss_and_grads(self.params, self.train, need_F=True)[2]
             ctx = EvalContext(step, self.model, self.params, self.W0, self.train, feats, self.weight_decay,
                               self.task, self.config)
             for hook in self.hooks:
@@ -180,7 +184,8 @@ class Trainer:
         cfg = self.config
         eval_steps = set(cfg.eval_steps())
         snap_steps = self.snapshot_steps()
-        want_F = bool(self.hooks)
+        # hooks that accumulate statistics block by block don't need the whole F and G_F
+        want_F = any(getattr(h, "needs_features", True) for h in self.hooks)
         start = time.perf_counter() - self.elapsed
         while True:
             step = self.step
@@ -195,13 +200,25 @@ class Trainer:
             if step in snap_steps or step >= cfg.steps:
                 self.snapshots[step] = self.params["W"].detach().cpu().clone()
             if step >= cfg.steps:
-                train_eval = self.model.evaluate(self.params, self.train)
+                if self.hooks:   # the final evaluation: one forward/backward gives what the hooks need
+                    for hook in self.block_hooks:
+                        hook.reset()
+                    train_eval, _, feats = self.model.loss_and_grads(
+                        self.params, self.train, need_F=want_F, on_block=self._on_block if self.block_hooks else None)
+                else:
+                    train_eval, feats = self.model.evaluate(self.params, self.train), None
                 self.elapsed = time.perf_counter() - start
-                self._record(step, train_eval, None)
+                self._record(step, train_eval, feats)
                 break
             evaluating = step in eval_steps
+            on_block = None
+            if evaluating and self.block_hooks:
+                for hook in self.block_hooks:
+                    hook.reset()
+                on_block = self._on_block
             train_eval, grads, feats = self.model.loss_and_grads(self.params, self.train,
-                                                                 need_F=want_F and evaluating, need_acc=evaluating)
+                                                                 need_F=want_F and evaluating, need_acc=evaluating,
+                                                                 on_block=on_block)
             self._check_finite(train_eval.loss)
             if evaluating:
                 self.elapsed = time.perf_counter() - start
