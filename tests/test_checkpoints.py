@@ -4,7 +4,6 @@ Also: a NaN/inf loss stops only that model and keeps its last good weights.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -26,31 +25,7 @@ TINY = ["train", "--group", "Z5", "--width", "8", "--steps", "40", "--checkpoint
         "--seeds", "0,1", "--threads", "1", "--diagnostics", "off", "--device", "cpu", "--quiet"]
 
 
-TORCH_THREADS = torch.get_num_threads()
-
-
-def _restore_torch() -> None:
-    """Training sets process-wide torch state (threads, flush-denormal); give it back to the other tests."""
-    torch.set_num_threads(TORCH_THREADS)
-    torch.set_flush_denormal(False)
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    """`li2 ARGS` in this process: (exit code, stdout, stderr)."""
-    from li2 import cli as li2_cli
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["li2", *args]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            li2_cli.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = old
-        _restore_torch()
-    return code, out.getvalue(), err.getvalue()
+from li2_cli import cli_in_process as cli  # noqa: E402
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -9,24 +9,21 @@ there yet (sweep, groups, --config, --group-table, --expression) are skipped, no
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 
 from li2 import cli
+from li2_cli import cli_in_process
 
 # CI sees the same cases every time; LI2_HOSTILE_EXPLORE=N draws N times as many fresh ones.
 EXPLORE = int(os.environ.get("LI2_HOSTILE_EXPLORE", "0") or 0)
@@ -78,29 +75,8 @@ class Case:
     copies: dict[str, str] = field(default_factory=dict)   # path → name of a source folder (see check)
 
 
-TORCH_THREADS = torch.get_num_threads()
-
-
-def _restore_torch() -> None:
-    """Training sets process-wide torch state (threads, flush-denormal); give it back to the other tests."""
-    torch.set_num_threads(TORCH_THREADS)
-    torch.set_flush_denormal(False)
-
-
 def run_li2(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["li2", *argv]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            cli.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = old
-        _restore_torch()
-    return code, out.getvalue(), err.getvalue()
+    return cli_in_process(*argv)
 
 
 def check(case: Case, sources: dict[str, Path] | None = None) -> None:

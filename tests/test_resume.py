@@ -9,8 +9,6 @@ cannot hit reliably by timing are also rebuilt exactly from a finished run folde
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import random
@@ -24,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from li2.store import load_checkpoint
 
@@ -51,31 +48,7 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(li2_cmd(*args), capture_output=True, text=True, timeout=timeout, env=env())
 
 
-TORCH_THREADS = torch.get_num_threads()
-
-
-def _restore_torch() -> None:
-    """Training sets process-wide torch state (threads, flush-denormal); give it back to the other tests."""
-    torch.set_num_threads(TORCH_THREADS)
-    torch.set_flush_denormal(False)
-
-
-def cli_inprocess(*args: str) -> tuple[int, str, str]:
-    """`li2 ARGS` in this process (fast): (exit code, stdout, stderr)."""
-    from li2 import cli
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["li2", *args]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            cli.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = old
-        _restore_torch()
-    return code, out.getvalue(), err.getvalue()
+from li2_cli import cli_in_process as cli_inprocess  # noqa: E402
 
 
 # -- comparing run folders -------------------------------------------------------------------------------
