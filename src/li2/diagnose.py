@@ -187,17 +187,12 @@ def diagnose_dir(run_dir: str | Path) -> dict:
     grok_step, status}]}. Raises ValueError (one line) when the folder is not a finished run.
     """
     from .config import TrainConfig
-    from .store import StoreError, read_json, read_parquet, read_yaml
+    from .run import read_run_tables
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir} is not a folder (give the --out of an li2 train run)")
-    try:
-        saved = read_yaml(run_dir / "config.yaml")
-        metrics = read_parquet(run_dir / "metrics.parquet")
-        summary = read_json(run_dir / "summary.json")
-    except StoreError as e:
-        raise ValueError(f"{run_dir} is not a finished li2 run: {e}") from None
+    saved, metrics, summary = read_run_tables(run_dir)
     try:
         config = TrainConfig.model_validate(saved["config"])
         models = summary["models"]

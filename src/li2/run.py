@@ -333,16 +333,21 @@ def train(config: TrainConfig | dict | None = None, out: str | Path | None = Non
                      resolved_config(config, task, ratio, device), metrics, summary, params, out_dir, snapshots)
 
 
+def read_run_tables(run_dir: str | Path) -> tuple[dict, pd.DataFrame, dict]:
+    """(config.yaml, metrics.parquet, summary.json) of a finished run folder; RunError otherwise."""
+    from .store import read_json, read_parquet
+    run_dir = Path(run_dir)
+    try:
+        return (read_yaml(run_dir / "config.yaml"), read_parquet(run_dir / "metrics.parquet"),
+                read_json(run_dir / "summary.json"))
+    except StoreError as e:
+        raise RunError(f"{run_dir} is not a finished li2 run: {e}") from None
+
+
 def open_run(run_dir: str | Path) -> RunResult:
     """Load a finished run folder (config, metrics, summary; weights from the final checkpoints)."""
     run_dir = Path(run_dir)
-    from .store import read_json, read_parquet
-    try:
-        cfg = read_yaml(run_dir / "config.yaml")
-        metrics = read_parquet(run_dir / "metrics.parquet")
-        summary = read_json(run_dir / "summary.json")
-    except StoreError as e:
-        raise RunError(f"{run_dir} is not a finished li2 run: {e}") from None
+    cfg, metrics, summary = read_run_tables(run_dir)
     params: dict[int, dict[str, torch.Tensor]] = {}
     snapshots: dict[int, dict[int, torch.Tensor]] = {}
     for f in sorted((run_dir / "checkpoints").glob("*-final.safetensors")):
