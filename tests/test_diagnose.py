@@ -11,7 +11,7 @@ import pytest
 
 import li2
 from li2.config import TrainConfig
-from li2.diagnose import OUTCOMES, annotate_outcomes, classify_model
+from li2.theory.outcomes import OUTCOMES, annotate_outcomes, classify_model
 
 TINY = dict(group="Z23", width=128, diagnostics="basic", write=False, figures=False, checkpoint_every=0)
 

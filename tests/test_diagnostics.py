@@ -4,13 +4,13 @@ import pytest
 import torch
 
 import li2
-from li2.diagnostics import Diagnostics
-from li2.groups import get_group
-from li2.model import TwoLayerNet, init_params, make_batch
-from li2.stages import detect_stages
+from li2.engine.diagnostics import Diagnostics
+from li2.algebra.groups import get_group
+from li2.engine.model import TwoLayerNet, init_params, make_batch
+from li2.theory.stages import detect_stages
 from li2.task import make_task, split
 from li2.theory import backprop_gradient, cosine, gram_statistics, stage2_gradient
-from li2.trainer import EvalContext
+from li2.engine.trainer import EvalContext
 
 
 def _setup(activation="sqr", loss="mse", width=32, group="Z11"):

@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from li2 import groups as groups_mod
-from li2.cli_groups import groups_app
-from li2.groups import (
-    GroupError,
-    direct_product,
-    expression_task,
-    get_group,
-    group_from_table,
-    load_group_table,
-)
+from li2.algebra import GroupError, direct_product, expression_task, get_group, group_from_table, load_group_table
+from li2.algebra import tables as groups_mod
+from li2.cli.groups import groups_app
 
 NAMED = {
     "Z2": 2, "Z71": 71, "71": 71, "D2": 4, "D5": 10, "D6": 12, "S2": 2, "S3": 6, "S4": 24, "S5": 120,

@@ -56,8 +56,8 @@ HAS_EXPR = "--expression" in train_options() and "--modulus" in train_options()
 @pytest.fixture
 def no_figures(monkeypatch):
     """curves.png costs ten times a tiny run; tests whose input cannot reach a figure skip it."""
-    from li2 import figures
-    monkeypatch.setattr(figures, "run_figures", lambda *args, **kwargs: [])
+    from li2.runs import training
+    monkeypatch.setattr(training, "run_figures", lambda *args, **kwargs: [])
 
 
 # -- the harness -------------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def train_cases(draw) -> Case:
 
 
 def _order(name: str) -> int | None:
-    from li2.groups import GroupError, get_group
+    from li2.algebra.groups import GroupError, get_group
     try:
         return get_group(name).order
     except (GroupError, ValueError):
@@ -590,7 +590,7 @@ def sweep_cases(draw) -> Case:
 @pytest.fixture
 def serial_sweeps(monkeypatch):
     """Runs of a sweep train in this process (the process pool is test_sweep's business)."""
-    from li2 import sweep
+    from li2.studies import sweep
 
     def serial(todo, dirs, workers, figures, *args, **kwargs):
         for run in todo:
@@ -624,7 +624,7 @@ RUN_FILES = ("config.yaml", "summary.json", "metrics.parquet", "checkpoints/seed
 def tiny_run(tmp_path_factory):
     """A finished tiny run folder to copy and damage."""
     out = tmp_path_factory.mktemp("tiny") / "run"
-    from li2.run import train
+    from li2.runs import train
     train(group="Z5", width=4, steps=3, seeds=[0], diagnostics="basic", threads=1, out=out, figures=True)
     return out
 

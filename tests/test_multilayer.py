@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import li2
-from li2.groups import get_group
-from li2.model import TwoLayerNet, init_params, make_batch
-from li2.task import make_task, one_hot_inputs, split
+from li2.algebra.groups import get_group
+from li2.engine.model import TwoLayerNet, init_params, make_batch
+from li2.task import make_task, split
+from reference import one_hot_inputs
 
 SIGMA = {"sqr": lambda h: h * h, "relu": torch.relu, "silu": torch.nn.functional.silu}
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import li2
-from li2.optim import NS_COEFFS, Optimizer, newton_schulz5
+from li2.engine.optim import NS_COEFFS, Optimizer, newton_schulz5
 
 SV_BAND = (0.89, 1.16)
 REL_DIST = 0.16

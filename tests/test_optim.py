@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from li2.optim import Optimizer
+from li2.engine.optim import Optimizer
 
 
 def _grads(params, step):

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from li2.phase import analyse_phase, phase_figure
+from li2.studies.phase import analyse_phase
+from li2.views.study_figures import phase_figure
 
 ORDERS = (23, 31, 41, 53, 71)
 

@@ -10,13 +10,15 @@ import pandas as pd
 import pytest
 
 from li2 import recipes
-from li2.recipe_dynamics import verdict_dynamics
-from li2.recipe_energy import p_half, verdict_energy
-from li2.recipe_hyperparams import verdict_hyperparams
-from li2.recipe_multilayer import verdict_multilayer
-from li2.recipe_muon import verdict_muon
-from li2.recipe_nonabelian import verdict_nonabelian
-from li2.recipe_ungrokking import verdict_ungrokking
+from li2.recipes import registry
+from li2.recipes.dynamics import verdict as verdict_dynamics
+from li2.recipes.energy import p_half
+from li2.recipes.energy import verdict as verdict_energy
+from li2.recipes.hyperparams import verdict as verdict_hyperparams
+from li2.recipes.multilayer import verdict as verdict_multilayer
+from li2.recipes.muon import verdict as verdict_muon
+from li2.recipes.nonabelian import verdict as verdict_nonabelian
+from li2.recipes.ungrokking import verdict as verdict_ungrokking
 from li2.recipes import VERDICTS, combine, mean_ci, reproduce, spearman, welch_diff
 
 KEYS = {"recipe", "claim", "expected", "measured", "headline", "verdict", "verdict_parts", "reasons", "rule",
@@ -50,7 +52,7 @@ def test_recipe_smoke_writes_findings_figures_and_tables(tmp_path, name):
 
 
 def test_all_writes_one_subfolder_per_recipe_and_a_summary(tmp_path, monkeypatch):
-    monkeypatch.setattr(recipes, "RECIPES", ("energy", "multilayer"))
+    monkeypatch.setattr(registry, "RECIPES", ("energy", "multilayer"))
     lines = []
     f = reproduce("all", tmp_path / "all", size="smoke", progress=lines.append)
     assert set(f["recipes"]) == {"energy", "multilayer"} and sum(f["verdict_counts"].values()) == 2

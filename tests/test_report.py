@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import li2
-from li2.report import ReportError, render
+from li2.views.report import ReportError, render
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -29,8 +29,8 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
     """A real two-run sweep (one worker) analysed by `li2 phase`."""
-    from li2.cli_sweep import analyse_dir
-    from li2.sweep import run_sweep
+    from li2.studies.phase import analyse_sweep_dir as analyse_dir
+    from li2.studies import run_sweep
     out = tmp_path_factory.mktemp("report") / "study"
     run_sweep({"base": {"width": 16, "steps": 30, "diagnostics": "off"},
                "grid": {"group": ["Z5", "Z7"], "train_ratio": [0.4, 0.9]}}, out, workers=1)
@@ -125,7 +125,7 @@ def open_in_chromium(html: Path, screenshot: Path | None = None) -> dict:
 def test_report_renders_in_headless_chromium(kind, run_dir, study_dir, tmp_path):
     folder = run_dir if kind == "run" else study_dir
     out = tmp_path / f"{kind}.html"
-    from li2.report import write_report
+    from li2.views.report import write_report
     write_report(folder, out)
     got = open_in_chromium(out, tmp_path / f"{kind}.png")
     assert got["images"], "no images on the page"

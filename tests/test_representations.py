@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from li2 import representations as rep
-from li2.groups import GroupError, expression_task, get_group, load_group_table
-from li2.representations import (
+from li2.algebra import GroupError, expression_task, get_group, load_group_table
+from li2.algebra import representations as rep
+from li2.algebra.representations import (
     character_table,
     component_layout,
     conjugacy_classes,

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from li2.groups import get_group
-from li2.representations import isotypic_components
-from li2.spectra import node_spectrum, spectrum_summary
+from li2.algebra.groups import get_group
+from li2.algebra.representations import isotypic_components
+from li2.theory.spectra import node_spectrum, spectrum_summary
 
 D = torch.float64
 

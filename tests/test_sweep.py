@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from li2.store import read_parquet
-from li2.sweep import WALL_COLUMNS, SweepError, SweepSpec, expand, run_sweep
+from li2.studies import WALL_COLUMNS, SweepError, SweepSpec, expand, run_sweep
 from li2.task import critical_ratio
 
 LI2 = str(Path(sys.executable).parent / "li2")
@@ -216,7 +216,7 @@ def test_phase_command_writes_analysis_and_figures(reference):
 
 
 def test_phase_verdict_rule():
-    from li2.recipe_phase import verdict_rule
+    from li2.recipes.phase import verdict as verdict_rule
 
     def analysis(c_ci, r2s, bracketed=(23, 31, 41, 53, 71), all_in=True):
         forms = {name: {"r2": r2, "r2_adj": adj} for name, (r2, adj) in r2s.items()}

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from li2.activations import ACTIVATIONS, get_activation
-from li2.groups import Group, get_group
-from li2.representations import isotypic_components
-from li2.task import centred_targets, make_task, one_hot_inputs, split
+from li2.algebra.groups import Group, get_group
+from li2.algebra.representations import isotypic_components
+from li2.task import centred_targets, make_task, split
+from reference import one_hot_inputs
+from li2.views import energy_figure
 from li2.theory import (
     activation_spread,
     ascend_energy,
@@ -18,7 +20,6 @@ from li2.theory import (
     cosine,
     energy,
     energy_and_grad,
-    energy_figure,
     energy_grad,
     energy_landscape,
     gram_statistics,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import li2
-from li2.run import grok_step
+from li2.theory.outcomes import grok_step
 
 TINY = dict(group="Z7", width=24, steps=40, train_ratio=0.6, diagnostics="off", lr=1e-2, eval_every=5)
 COLUMNS = ["step", "seed", "train_loss", "train_acc", "test_loss", "test_acc", "w_norm", "v_norm"]

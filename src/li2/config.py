@@ -1,12 +1,22 @@
-"""The training configuration: one strictly validated object, saved fully resolved beside every run."""
+"""The training configuration: one strictly validated object, saved fully resolved beside every run,
+and the task it names (`resolve_group`, `build_task`).
+
+Every field carries its help text (`Field(description=…)`): the `li2 train` options are generated
+from this class, so a new field is a new flag with no other declaration.
+"""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .task import REFERENCE_C, critical_ratio
+from .algebra.groups import Group, get_group
+from .algebra.tables import expression_task, load_group_table
+from .task import REFERENCE_C, critical_ratio, make_task
+
+if TYPE_CHECKING:
+    from .task import Task
 
 Activation = Literal["sqr", "relu", "silu", "relusqr", "gelu"]
 
@@ -46,43 +56,53 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # task
-    group: str = "Z71"
-    group_table: str | None = Field(None, description="path to a Cayley table (JSON/CSV) instead of --group")
-    expression: str | None = Field(None, description="operation table x∘y = expr mod modulus (not a group)")
-    modulus: int | None = None
-    operands: int = Field(2, ge=2, le=4)
-    train_ratio: float | str = Field(0.4, description="p in (0, 1], or 'critical' / 'critical:C' = C·ln M / M")
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    group: str = Field("Z71", description="group: Z71, 71, Z2xZ3xZ4, S4, D7, … (li2 groups list)")
+    group_table: str | None = Field(None, description="Cayley table file (JSON or CSV) instead of --group")
+    expression: str | None = Field(None, description="operation x∘y = EXPR mod --modulus (not a group)")
+    modulus: int | None = Field(None, description="modulus for --expression")
+    operands: int = Field(2, ge=2, le=4, description="operands per sample (M^k samples)")
+    train_ratio: float | str = Field(0.4, description="training fraction p in (0, 1], or critical / critical:C "
+                                                      "(p = C·ln M / M, C = 2.7482)")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="seeds, e.g. 0-7 or 0,3,5: each its own "
+                                                                      "init and split")
     # model
-    width: int = Field(1024, ge=1, le=1_000_000)
-    activation: Activation = "sqr"
-    loss: Literal["mse", "ce"] = "mse"
-    init_scale: float = Field(1.0, ge=0, description="W init: uniform ±init_scale/√fan_in")
-    top_init_scale: float = Field(1.0, ge=0, description="V init multiplier; 0 = zero-initialised top layer")
+    width: int = Field(1024, ge=1, le=1_000_000, description="hidden nodes K")
+    activation: Activation = Field("sqr", description="hidden activation σ")
+    loss: Literal["mse", "ce"] = Field("mse", description="mse (outputs centred over classes, as the reference "
+                                                         "code) or ce (cross-entropy)")
+    init_scale: float = Field(1.0, ge=0, description="W init: uniform ±s/√fan_in")
+    top_init_scale: float = Field(1.0, ge=0, description="V init multiplier (0 = zero-initialised top layer)")
     layers: int = Field(0, ge=0, le=8, description="extra residual hidden layers x ← σ(x + x U)")
-    top_layer: Literal["learned", "ridge"] = "learned"
+    top_layer: Literal["learned", "ridge"] = Field("learned", description="learned, or ridge: V = the ridge "
+                                                                         "solution at every step (Stage-I limit)")
     # optimiser
-    optimizer: Literal["sgd", "adam", "adamw", "muon"] = "adam"
-    lr: float = Field(2e-3, gt=0, le=100)
-    weight_decay: float = Field(5e-4, ge=0, le=100)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0)
-    muon_lr: float | None = Field(None, gt=0, description="Muon's learning rate on W (default: lr)")
+    optimizer: Literal["sgd", "adam", "adamw", "muon"] = Field(
+        "adam", description="sgd (momentum), adam (coupled L2, as the reference), adamw, muon (on W; Adam on V)")
+    lr: float = Field(2e-3, gt=0, le=100, description="learning rate")
+    weight_decay: float = Field(5e-4, ge=0, le=100, description="weight decay η")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam β₁")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam β₂")
+    eps: float = Field(1e-8, gt=0, description="Adam ε")
+    muon_lr: float | None = Field(None, gt=0, description="Muon's learning rate on W (default: --lr)")
     # schedule
-    steps: int = Field(3000, ge=1, le=10_000_000)
-    eval_every: int | None = Field(None, ge=1, description="None = auto: every 5 steps to 200, 25 to 2000, then 100")
-    early_stop: bool = Field(True, description="stop a model once test acc ≥ grok_threshold held for stop_margin steps")
-    stop_margin: int = Field(100, ge=0)
-    grok_threshold: float = Field(0.95, gt=0, le=1)
-    checkpoint_every: int = Field(500, ge=0, description="0 = only the final checkpoint")
-    diagnostics: Literal["off", "basic", "full"] = "basic"
+    steps: int = Field(3000, ge=1, le=10_000_000, description="step budget")
+    eval_every: int | None = Field(None, ge=1, description="evaluate every N steps (default: every 5 steps to "
+                                                          "200, 25 to 2000, then 100)")
+    early_stop: bool = Field(True, description="stop a model once test acc ≥ --grok-threshold held for "
+                                               "--stop-margin steps")
+    stop_margin: int = Field(100, ge=0, description="steps test accuracy must hold before an early stop")
+    grok_threshold: float = Field(0.95, gt=0, le=1, description="test accuracy that counts as generalised")
+    checkpoint_every: int = Field(500, ge=0, description="periodic checkpoint interval (0 = final only)")
+    diagnostics: Literal["off", "basic", "full"] = Field("basic", description="theory diagnostics at each "
+                                                                            "evaluation (full adds FFᵀ's distance "
+                                                                            "from aI + b11ᵀ)")
     # execution
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    execution: Literal["auto", "stack", "sequential"] = "auto"
-    threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads (None = torch's default)")
-    dtype: Literal["float32", "float64"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when present, else cpu")
+    execution: Literal["auto", "stack", "sequential"] = Field(
+        "auto", description="stack (one model axis: pays on a GPU) or sequential (CPU default); auto picks")
+    threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads (default: torch's)")
+    dtype: Literal["float32", "float64"] = Field("float32", description="floating-point precision")
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -142,3 +162,20 @@ class TrainConfig(BaseModel):
             steps = [s for s in range(self.steps) if
                      (s <= 200 and s % 5 == 0) or (s <= 2000 and s % 25 == 0) or s % 100 == 0]
         return steps + [self.steps]
+
+
+# -- the task a config names ----------------------------------------------------------------------
+
+def resolve_group(config: TrainConfig) -> Group:
+    """The group (or operation table) of --group, --group-table or --expression/--modulus."""
+    if config.expression is not None:
+        return expression_task(config.expression, config.modulus)
+    if config.group_table is not None:
+        return load_group_table(config.group_table)
+    return get_group(config.group)
+
+
+def build_task(config: TrainConfig) -> tuple[Task, float]:
+    """(all samples of the config's task, the numeric training ratio)."""
+    group = resolve_group(config)
+    return make_task(group, config.operands), config.resolved_ratio(group.order)

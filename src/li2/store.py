@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -67,6 +69,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         pass
 
 
+def jsonable(obj: Any) -> Any:
+    """A strict-JSON copy: dicts (str keys), lists; numpy scalars/arrays → Python; NaN, ±inf, NA → None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if obj is pd.NA or obj is pd.NaT:
+        return None
+    return obj
+
+
 def write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
@@ -92,22 +112,43 @@ def save_figure(fig, path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_json(path) -> Any:
+def read_text(path) -> str:
+    """A text file's content; StoreError (one line) when it is missing, unreadable or not UTF-8."""
     try:
-        return json.loads(Path(path).read_text())
+        return Path(path).read_text()
     except FileNotFoundError:
         raise StoreError(f"{path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StoreError(f"{path} is not valid JSON ({e.__class__.__name__})") from None
+    except IsADirectoryError:
+        raise StoreError(f"{path} is a folder, not a file") from None
+    except UnicodeDecodeError:
+        raise StoreError(f"{path} is not a UTF-8 text file") from None
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror or e.__class__.__name__}") from None
+
+
+def read_json(path) -> Any:
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        where = f" line {e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
+        raise StoreError(f"{path}{where} is not valid JSON ({e.__class__.__name__})") from None
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """yaml.safe_load with errors as one line naming `source` and the line: 'FILE line 3, column 7: …'."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise StoreError(f"{source}{where} is not valid YAML: {e.problem or e.context}") from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise StoreError(f"{source} is not valid YAML: {' '.join(str(e).split())[:120]}") from None
 
 
 def read_yaml(path) -> Any:
-    try:
-        return yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise StoreError(f"{path} does not exist") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise StoreError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse_yaml(read_text(path), str(path))
 
 
 def read_parquet(path) -> pd.DataFrame:

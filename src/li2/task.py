@@ -1,19 +1,25 @@
 """Group-arithmetic tasks: every k-tuple of elements is one sample, labelled by its product.
 
 Inputs are kept as element indices, never as one-hot rows: the model gathers rows of W
-instead of multiplying by a one-hot matrix (SPEC §1, x = [e_a; e_b]).
+instead of multiplying by a one-hot matrix (x = [e_a; e_b], docs/theory.md).
+torch is imported inside the functions that build tensors, so `li2.config` (and the CLI's
+parsing) can use `critical_ratio` without paying torch's import time.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from .groups import Group
+from .algebra.groups import Group
 
-REFERENCE_C = 2.7482  # SPEC §5: calibrated constant of p_c = c·ln M / M
+if TYPE_CHECKING:
+    import torch
+
+# The reference code's calibrated constant of p_c = c·ln M / M (docs/theory.md, scaling law).
+REFERENCE_C = 2.7482
 
 
 def critical_ratio(order: int, c: float = REFERENCE_C) -> float:
@@ -48,6 +54,8 @@ def make_task(group: Group, operands: int = 2) -> Task:
     m = group.order
     if m**operands > 50_000_000:
         raise ValueError(f"{m}^{operands} samples is too many; use fewer operands or a smaller group")
+    import torch
+
     grids = np.meshgrid(*([np.arange(m)] * operands), indexing="ij")
     inputs = np.stack([g.reshape(-1) for g in grids], axis=1)
     labels = inputs[:, 0]
@@ -66,20 +74,17 @@ def split(num_samples: int, ratio: float, seed: int) -> tuple[torch.Tensor, torc
 
     Returns (train_idx, test_idx), each sorted, disjoint, covering 0..N-1.
     """
+    import torch
+
     gen = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(num_samples, generator=gen)
     n = train_size(num_samples, ratio)
     return perm[:n].sort().values, perm[n:].sort().values
 
 
-def centred_targets(labels: torch.Tensor, order: int, dtype=torch.float32) -> torch.Tensor:
-    """Ỹ = onehot(c) − 1/M: (n, M)."""
-    y = torch.nn.functional.one_hot(labels, order).to(dtype)
+def centred_targets(labels: torch.Tensor, order: int, dtype=None) -> torch.Tensor:
+    """Ỹ = onehot(c) − 1/M, centred over the M classes (the reference code's loss): (n, M)."""
+    import torch
+
+    y = torch.nn.functional.one_hot(labels, order).to(dtype or torch.float32)
     return y - 1.0 / order
-
-
-def one_hot_inputs(inputs: torch.Tensor, order: int, dtype=torch.float32) -> torch.Tensor:
-    """X = [e_{x1}; …; e_{xk}]: (n, kM). Only for tests and slow reference paths."""
-    k = inputs.shape[1]
-    parts = [torch.nn.functional.one_hot(inputs[:, j], order).to(dtype) for j in range(k)]
-    return torch.cat(parts, dim=1)

@@ -1,0 +1,94 @@
+"""`li2 sweep` (run a YAML grid of training runs) and `li2 phase` (p_c(M) from a sweep's results)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from tqdm import tqdm
+
+from ..studies.phase import analyse_sweep_dir
+from ..studies.spec import SweepSpec
+from ..studies.sweep import run_sweep, sweep_progress
+from .common import fail, user_errors
+
+
+def sweep_command(
+    spec: Path = typer.Argument(..., help="sweep spec (YAML: base, grid, figures; see li2.studies.spec)"),
+    out: Path = typer.Option(..., help="sweep folder; rerun with the same --out to resume"),
+    executor: str = typer.Option("local", help="local (process pool) or ray"),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray instance)"),
+    workers: Optional[int] = typer.Option(None, help="parallel runs (default: number of CPU cores)"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary to stdout"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+):
+    """Train every run of a parameter grid (skipping finished runs, resuming started ones)."""
+    with user_errors():
+        parsed = SweepSpec.load(spec)
+        total, done = sweep_progress(parsed, out)
+        bar = tqdm(total=total, initial=done, desc="sweep", unit="run", file=sys.stderr,
+                   disable=quiet, dynamic_ncols=True, leave=False)
+        try:
+            table = run_sweep(parsed, out, executor=executor, workers=workers, address=address, progress=bar.update)
+        finally:
+            bar.close()
+    failed = table[table.status == "failed"]
+    summary = {
+        "out_dir": str(out), "results": str(out / "results.parquet"), "runs": int(len(table)),
+        "trained_now": int(total - done), "failed": int(len(failed)),
+        "failures": [{"run_id": r.run_id, "error": r.error} for r in failed.itertuples()],
+    }
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(f"{summary['runs']} runs ({done} finished before, {total - done} run now), "
+                   f"{summary['failed']} failed; results: {summary['results']}")
+    for f in summary["failures"][:5]:
+        typer.echo(f"warning: run {f['run_id']} failed: {f['error']}", err=True)
+    if len(failed) > 5:
+        typer.echo(f"warning: … and {len(failed) - 5} more failed runs (status 'failed' in results.parquet)", err=True)
+
+
+def _fmt(x, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}g}"
+
+
+def print_phase(analysis: dict) -> None:
+    typer.echo(f"runs used {analysis['n_runs_used']} of {analysis['n_runs_total']}; "
+               f"success = final test acc >= {analysis['success_threshold']:g}")
+    for order, v in analysis["pc"].items():
+        ci = v.get("ci")
+        where = (f"p_c = {_fmt(v.get('estimate'))}  95% CI [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else
+                 f"p_c = {_fmt(v.get('estimate'))}")
+        if not v.get("bracketed"):
+            where = f"not bracketed ({v.get('reason')})"
+        typer.echo(f"  M = {order:>4}: {where}")
+    if analysis.get("c") is not None:
+        lo, hi = analysis["c_ci"] or (None, None)
+        typer.echo(f"fit p_c = c·ln M/M: c = {_fmt(analysis['c'], 4)}  95% CI [{_fmt(lo, 4)}, {_fmt(hi, 4)}]  "
+                   f"R² = {_fmt(analysis['r2'])}  (reference c = {analysis['reference_c']:g}, "
+                   f"R² = {_fmt(analysis.get('reference_r2'))})")
+        for name, form in (analysis.get("alternatives") or {}).items():
+            typer.echo(f"  {name:<14} R² = {_fmt(form['r2'])}  adjusted R² = {_fmt(form.get('r2_adj'))}")
+        typer.echo(f"preferred form: {analysis.get('preferred')} (adjusted: {analysis.get('preferred_adjusted')})")
+    if analysis.get("note"):
+        typer.echo(f"note: {analysis['note']}")
+
+
+def phase_command(
+    sweep_dir: Path = typer.Argument(..., help="a sweep folder (li2 sweep --out) with results.parquet"),
+    threshold: float = typer.Option(0.95, help="a run succeeds when its final test accuracy is at least this"),
+    as_json: bool = typer.Option(False, "--json", help="print phase.json to stdout"),
+):
+    """Estimate p_c(M) per group order and fit p_c = c·ln M/M (writes phase.json, phase.png, phase.svg)."""
+    with user_errors():
+        if not 0 < threshold <= 1:
+            fail(f"--threshold must be in (0, 1], got {threshold}")
+        analysis = analyse_sweep_dir(sweep_dir, threshold)
+    if as_json:
+        typer.echo(json.dumps(analysis))
+    else:
+        print_phase(analysis)
+        typer.echo(f"wrote {sweep_dir / 'phase.json'}, phase.png, phase.svg")

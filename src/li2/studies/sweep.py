@@ -1,0 +1,307 @@
+"""Running a sweep: one ordinary run folder per run of a spec, one results table, resumable.
+
+Output folder DIR:
+    sweep.yaml        the spec; a DIR holding a different sweep is refused
+    runs/<id>/        an ordinary li2 run folder; <id> = first 12 hex digits of the sha256 of the
+                      run's resolved TrainConfig (sorted-key JSON), so ids survive grid edits
+    results.parquet   a row per finished run, in grid order, rewritten atomically after every run
+    .lock             held while a sweep runs, so two sweeps never share a DIR
+
+results.parquet columns: run_index (grid order), run_id, seed, every other TrainConfig field
+(train_ratio resolved to a number), order (group order M), ratio_over_critical (p / 2.7482·ln M/M),
+steps_budget, the run's summary fields (final_train_acc, final_test_acc, grok_step, memorize_step,
+steps_trained, wall_seconds, status, and any others, non-scalars as JSON), and error. A run that
+raised has status "failed" and its message in `error`; the sweep goes on.
+
+Rerunning a sweep skips runs whose folder has summary.json, resumes started ones from their
+checkpoints (bit-exact) and retries failed ones, so the final table equals an uninterrupted
+sweep's except for wall-clock columns (WALL_COLUMNS).
+
+Executors: "local" runs each run as one task of a spawn-context process pool; "ray" sends the same
+function to Ray (a cluster at `address`, or a local instance); the driver alone writes the table.
+With a remote Ray cluster DIR must be on a file system every node sees.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+from pydantic import ValidationError
+
+from ..config import TrainConfig
+from ..runs.training import train
+from ..store import (
+    StoreError,
+    clean_leftovers,
+    read_json,
+    read_parquet,
+    read_yaml,
+    write_json,
+    write_parquet,
+    write_text,
+)
+from ..task import critical_ratio
+from .spec import Run, SweepError, SweepSpec, expand
+
+WALL_COLUMNS = ("wall_seconds",)           # differ between otherwise identical sweeps
+# Known summary fields and their column types; nullable ints so a never-grokked run stays an int column.
+SUMMARY_TYPES = {"final_train_acc": "float64", "final_test_acc": "float64", "grok_step": "Int64",
+                 "memorize_step": "Int64", "steps_trained": "Int64", "wall_seconds": "float64"}
+
+
+
+# -- results table -------------------------------------------------------------------------------------
+
+def _row(run: Run, model: dict | None, error: str | None) -> dict:
+    cfg = run.config.model_dump(mode="json")
+    row: dict[str, Any] = {"run_index": run.index, "run_id": run.run_id, "seed": cfg.pop("seeds")[0]}
+    row.update(cfg)
+    row["train_ratio"] = run.ratio
+    row["order"] = run.order
+    # rounded so multiples from critical_multiple read back as given (0.5, not 0.5000000000003)
+    row["ratio_over_critical"] = round(run.ratio / critical_ratio(run.order), 6) if run.order > 1 else None
+    row["steps_budget"] = run.config.steps
+    for key in SUMMARY_TYPES:
+        row[key] = None
+    for key, value in (model or {}).items():
+        if key == "seed":
+            continue
+        is_scalar = value is None or isinstance(value, (str, int, float, bool))
+        row[key] = value if is_scalar else json.dumps(value, sort_keys=True)
+    row["status"] = "failed" if error is not None else (model or {}).get("status")
+    row["error"] = error
+    return row
+
+
+def results_table(rows: list[dict]) -> pd.DataFrame:
+    """Rows in grid order with fixed column types, so equal records give equal tables."""
+    df = pd.DataFrame(sorted(rows, key=lambda r: r["run_index"]))
+    if df.empty:
+        return df
+    for key, dtype in SUMMARY_TYPES.items():
+        df[key] = pd.to_numeric(df[key], errors="coerce").astype(dtype)
+    front = [c for c in df.columns if c not in ("status", "error")]
+    return df[front + ["status", "error"]].reset_index(drop=True)
+
+
+# -- running -------------------------------------------------------------------------------------------
+
+def _execute(config_json: dict, run_dir: str, figures: bool) -> dict:
+    """Train one run in its folder, resuming it when it was started; never raises.
+
+    Runs in a worker (process-pool task or Ray task), so it takes and returns plain data.
+    """
+    try:
+        config = TrainConfig.model_validate(config_json)
+        folder = Path(run_dir)
+        if folder.exists() and not (folder / "config.yaml").exists():
+            shutil.rmtree(folder)  # killed before its config was written: nothing worth keeping
+        result = train(config, folder, resume=(folder / "config.yaml").exists(), figures=figures)
+        return {"summary": result.summary["models"][0]}
+    except Exception as e:  # the sweep records any failure of one run and goes on
+        text = " ".join(str(e).split()) or "no message"
+        return {"error": f"{type(e).__name__}: {text}"[:1000]}
+
+
+def _watch_parent(parent: int) -> None:
+    # A SIGKILLed driver cannot stop its pool; an orphaned worker would keep training (and writing)
+    # a run the rerun is about to resume. Exit as soon as we are re-parented.
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
+    import torch
+    torch.set_num_threads(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _local(todo: list[Run], dirs: dict[str, Path], workers: int, figures: bool) -> Iterator[tuple[Run, dict]]:
+    import multiprocessing
+    attempts: dict[str, int] = {}
+    queue = list(todo)
+    dead_pools = 0
+    while queue:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(queue)),
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(os.getpid(),))
+        try:
+            futures = {pool.submit(_execute, r.config.model_dump(mode="json"), str(dirs[r.run_id]), figures): r
+                       for r in queue}
+            queue = []
+            finished = 0
+            for fut in as_completed(futures):
+                run = futures[fut]
+                try:
+                    outcome = fut.result()
+                except BrokenProcessPool:
+                    # a worker died (OOM killer, signal): every unfinished run lands here, so retry each
+                    # once in a fresh pool; they resume from their checkpoints
+                    attempts[run.run_id] = attempts.get(run.run_id, 0) + 1
+                    if attempts[run.run_id] < 2:
+                        queue.append(run)
+                        continue
+                    outcome = {"error": "worker process died twice while training this run (out of memory?)"}
+                finished += 1
+                yield run, outcome
+            dead_pools = dead_pools + 1 if queue and finished == 0 else 0
+            if dead_pools >= 2:
+                # workers that never finish anything are not failing runs: they cannot start at all
+                raise SweepError("sweep worker processes die before finishing any run; when calling run_sweep "
+                                 "from a script, put the call under `if __name__ == '__main__':`")
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise SweepError("the ray executor needs Ray: install li2[ray] (pip install 'li2[ray]')") from None
+    return ray
+
+
+def _ray(todo: list[Run], dirs: dict[str, Path], workers: int, figures: bool,
+         address: str | None) -> Iterator[tuple[Run, dict]]:
+    ray = _import_ray()
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        started = True
+    try:
+        task = ray.remote(num_cpus=1, max_retries=1)(_execute)
+        refs = {task.remote(r.config.model_dump(mode="json"), str(dirs[r.run_id]), figures): r for r in todo}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            run = refs.pop(done[0])
+            try:
+                outcome = ray.get(done[0])
+            except Exception as e:  # the task's worker died twice, or the cluster went away
+                outcome = {"error": f"ray task failed: {' '.join(str(e).split())[:500]}"}
+            yield run, outcome
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@contextmanager
+def _locked(out_dir: Path):
+    fd = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SweepError(f"another li2 sweep is running in {out_dir}") from None
+        yield
+    finally:
+        os.close(fd)  # also releases the lock; a killed process releases it too
+
+
+def _prepare(spec: SweepSpec, out_dir: Path) -> None:
+    """Write sweep.yaml into an empty DIR, or check that DIR holds this very sweep."""
+    saved = out_dir / "sweep.yaml"
+    if saved.exists():
+        try:
+            previous = SweepSpec.model_validate(read_yaml(saved))
+        except (StoreError, ValidationError):
+            raise SweepError(f"{saved} is not a readable sweep spec; choose another --out") from None
+        if previous.model_dump() != spec.model_dump():
+            raise SweepError(f"{out_dir} holds a different sweep (its sweep.yaml differs); choose another --out")
+        return
+    if any(p.name != ".lock" for p in out_dir.iterdir()):
+        raise SweepError(f"{out_dir} is not empty and holds no li2 sweep; choose an empty or new folder")
+    write_text(saved, spec.to_yaml())
+
+
+def _finished(folder: Path) -> dict | None:
+    """The summary of a finished run folder, or None."""
+    if not (folder / "summary.json").exists():
+        return None
+    try:
+        return read_json(folder / "summary.json")["models"][0]
+    except (StoreError, KeyError, IndexError, TypeError):
+        return None  # damaged: train it again (resume recovers from its checkpoints)
+
+
+def sweep_progress(spec: SweepSpec, out_dir: str | Path) -> tuple[int, int]:
+    """(runs in the sweep, runs already finished in out_dir): lets a progress bar start in the right place."""
+    runs = expand(spec)
+    done = sum((Path(out_dir) / "runs" / r.run_id / "summary.json").exists() for r in runs)
+    return len(runs), done
+
+
+def run_sweep(spec: SweepSpec | dict | str | Path, out_dir: str | Path, executor: str = "local",
+              workers: int | None = None, address: str | None = None,
+              progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """Train every run of `spec` not yet finished in `out_dir`; return the results table.
+
+    spec: a SweepSpec, a dict, or a path to a YAML file. progress(n) is called after n more runs
+    finished (trained or failed) in this call; runs already finished are not reported.
+    """
+    if isinstance(spec, (str, Path)):
+        spec = SweepSpec.load(spec)
+    elif isinstance(spec, dict):
+        spec = SweepSpec.parse(spec)
+    if executor not in ("local", "ray"):
+        raise SweepError(f"unknown executor '{executor}' (use local or ray)")
+    if workers is not None and workers < 1:
+        raise SweepError(f"--workers must be >= 1, got {workers}")
+    if executor == "ray":
+        _import_ray()  # before anything touches the disk
+    workers = workers or os.cpu_count() or 1
+    runs = expand(spec)
+    out_dir = Path(out_dir).resolve()  # Ray workers do not share our working directory
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SweepError(f"--out {out_dir} is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SweepError(f"cannot create --out {out_dir}: {e.strerror or e}") from None
+    with _locked(out_dir):
+        _prepare(spec, out_dir)
+        clean_leftovers(out_dir)
+        dirs = {r.run_id: out_dir / "runs" / r.run_id for r in runs}
+        rows: dict[str, dict] = {}
+        todo = []
+        for r in runs:
+            model = _finished(dirs[r.run_id])
+            if model is None:
+                todo.append(r)
+            else:
+                rows[r.run_id] = _row(r, model, None)
+        results = out_dir / "results.parquet"
+        write_parquet(results, results_table(list(rows.values())))
+        if todo:
+            stream = (_ray(todo, dirs, workers, spec.figures, address) if executor == "ray"
+                      else _local(todo, dirs, workers, spec.figures))
+            for run, outcome in stream:
+                error = outcome.get("error")
+                rows[run.run_id] = _row(run, outcome.get("summary"), error)
+                marker = dirs[run.run_id] / "error.json"
+                if error is not None:
+                    write_json(marker, {"run_id": run.run_id, "error": error})
+                elif marker.exists():
+                    marker.unlink()
+                write_parquet(results, results_table(list(rows.values())))
+                if progress is not None:
+                    progress(1)
+        return results_table(list(rows.values()))
+
+
+def load_results(out_dir: str | Path) -> pd.DataFrame:
+    return read_parquet(Path(out_dir) / "results.parquet")

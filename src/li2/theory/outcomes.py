@@ -1,0 +1,202 @@
+"""What happened to each model of a run, in the vocabulary of SPEC §9, and which knob to turn.
+
+`annotate_outcomes(summary, metrics, config)` adds to every model of summary.json
+    "outcome"   one of OUTCOMES (below)
+    "hint"      one line: what the theory says to change
+    "evidence"  the numbers the rule looked at
+Rules, applied in this order to one model's metrics rows (sorted by step); the first that holds wins.
+With θ = config.grok_threshold (0.95 by default), M the group order, "final" = last evaluated row:
+
+  diverged             status starts with "diverged" (the trainer saw a non-finite loss).
+  ungrokked            peak test acc ≥ θ at some step, and the final test acc < θ and
+                       ≤ peak − UNGROK_DROP (0.05): generalisation was reached and then lost (SPEC §6, §9).
+  grokked              final test acc ≥ θ.
+  collapsed            the weights decayed away: final ‖W‖ < COLLAPSED (0.05) × ‖W₀‖ (w_norm column) and the
+                       training set is not fit (final train acc < FIT). Weight decay won over the loss
+                       gradient before features formed (η too large for this learning rate).
+  no_feature_learning  W hardly moved and test acc stayed near chance: max over the run of
+                       ‖W − W₀‖/‖W₀‖ (w_drift) < SMALL_DRIFT (0.05), and peak test acc < 1/M + NEAR_CHANCE
+                       (0.1). Without a w_drift column (--diagnostics off), |‖W‖ − ‖W₀‖|/‖W₀‖ from w_norm
+                       is used instead; it is a lower bound of the drift, so the call is flagged
+                       "drift_estimated" in evidence. SPEC §2: G_F ∝ η, so η = 0 (or a tiny learning rate,
+                       or a very wide layer) leaves W where it started while the top layer fits.
+  memorized            final train acc ≥ FIT (0.99), test acc < θ, and either the nodes are not irrep-like
+                       (mean_dominant_fraction — share of an active node's ‖w‖² in its largest isotypic
+                       component — < IRREP_LIKE (0.6), or that column absent) or test accuracy has stopped
+                       rising (it gained < RISING (0.02) over the last quarter of the steps). SPEC §9: nodes
+                       sit on memorisation maxima because the training set is below p_c (or lr / η pushed
+                       them). (Small groups have few components, so their nodes can look irrep-like while
+                       the model memorises: the plateau test catches that.)
+  unfinished           anything else: the data is not fit yet, or it is fit, the nodes are irrep-like and
+                       test accuracy is still rising — the step budget ran out mid-way.
+
+The hint for `memorized` compares the training ratio p with p_c = 2.7482·ln M / M (SPEC §5).
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..config import resolve_group
+from ..task import REFERENCE_C, critical_ratio
+
+OUTCOMES = ("grokked", "memorized", "no_feature_learning", "ungrokked", "diverged", "collapsed", "unfinished")
+UNGROK_DROP = 0.05
+SMALL_DRIFT = 0.05
+NEAR_CHANCE = 0.1
+FIT = 0.99
+IRREP_LIKE = 0.6
+RISING = 0.02
+COLLAPSED = 0.05
+
+
+# -- read-outs of one model's curve --------------------------------------------------------------
+
+def grok_step(steps: list[int], test_acc: list[float], threshold: float = 0.95) -> int | None:
+    """First evaluated step from which test accuracy stays ≥ threshold to the end (None if never)."""
+    first = None
+    for s, a in zip(steps, test_acc):
+        if a is not None and not math.isnan(a) and a >= threshold:
+            first = s if first is None else first
+        else:
+            first = None
+    return first
+
+
+def first_step(steps: list[int], values: list[float], threshold: float) -> int | None:
+    """First evaluated step whose value is ≥ threshold (None if never)."""
+    for s, v in zip(steps, values):
+        if v is not None and not math.isnan(v) and v >= threshold:
+            return s
+    return None
+
+
+# -- outcomes ---------------------------------------------------------------------------------------
+
+def _finite(x) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _col(m: pd.DataFrame, name: str) -> pd.Series | None:
+    if name not in m or not m[name].notna().any():
+        return None
+    return m[name].dropna()
+
+
+def _ratio(config, order: int | None) -> tuple[float | None, float | None]:
+    """(p, p_c) for the hint; None where they cannot be known."""
+    if order is None or order < 2:
+        return None, None
+    try:
+        p = float(config.resolved_ratio(order))
+    except (ValueError, AttributeError):
+        p = None
+    return p, critical_ratio(order, REFERENCE_C)
+
+
+def _hint(outcome: str, config, order: int | None, evidence: dict) -> str:
+    p, pc = _ratio(config, order)
+    wd, lr, k = getattr(config, "weight_decay", None), getattr(config, "lr", None), getattr(config, "width", None)
+    if outcome == "grokked":
+        return ("generalised; to grok sooner the theory says raise the weight decay η (a stronger leaked label "
+                "signal in G_F, SPEC §2) or use fewer hidden nodes K (‖G_F‖ shrinks with K)")
+    if outcome == "diverged":
+        return f"the loss blew up: lower --lr (now {lr:g}) or use --optimizer adam" if lr else "lower --lr"
+    if outcome == "ungrokked":
+        return ("test accuracy peaked and then fell: training drifted from generalising features to memorisation "
+                "maxima (SPEC §6); keep --early-stop on (stop at the peak), lower --lr, or add data (--train-ratio)")
+    if outcome == "collapsed":
+        return (f"the weights decayed to zero before features formed: lower --weight-decay (now {wd:g})"
+                if wd is not None else "the weights decayed to zero: lower --weight-decay")
+    if outcome == "no_feature_learning":
+        why = "η = 0 leaks no label signal into G_F" if wd == 0 else f"G_F ∝ η is too weak at η = {wd:g}"
+        return (f"W did not move ({why}): raise --weight-decay, use fewer hidden nodes (K = {k}) or a larger --lr"
+                if k else f"W did not move ({why}): raise --weight-decay or --lr")
+    if outcome == "memorized":
+        if p is not None and pc is not None and p < pc:
+            return (f"training ratio p = {p:.3g} is below p_c ≈ 2.7482·ln M/M = {pc:.3g}: irrep maxima of E do not "
+                    f"survive; raise --train-ratio above {pc:.3g}")
+        return ("p is at or above p_c, so learning rate or weight decay pushed nodes into memorisation maxima "
+                "(SPEC §9): lower --lr, or lower --weight-decay")
+    return "the step budget ran out before the run settled: raise --steps (or --lr)"
+
+
+def classify_model(m: pd.DataFrame, model: dict, config, order: int | None = None) -> tuple[str, dict]:
+    """One model: its metrics rows m (any order) and its summary entry → (outcome, evidence)."""
+    theta = float(getattr(config, "grok_threshold", 0.95))
+    m = m.sort_values("step")
+    status = str(model.get("status") or "")
+    test = m["test_acc"].dropna()
+    train = m["train_acc"].dropna()
+    final_test = float(test.iloc[-1]) if len(test) else float("nan")
+    final_train = float(train.iloc[-1]) if len(train) else float("nan")
+    peak = float(test.max()) if len(test) else float("nan")
+    peak_step = int(m.loc[test.idxmax(), "step"]) if len(test) else None
+    ev: dict = {"final_train_acc": final_train, "final_test_acc": final_test, "peak_test_acc": peak,
+                "peak_step": peak_step, "threshold": theta}
+    drift = _col(m, "w_drift")
+    if drift is not None:
+        ev["max_w_drift"] = float(drift.max())
+    elif "w_norm" in m and len(m):
+        w = m["w_norm"].astype(float)
+        ev["max_w_drift"] = float(((w - w.iloc[0]).abs() / max(abs(w.iloc[0]), 1e-30)).max())
+        ev["drift_estimated"] = True
+    w = m["w_norm"].astype(float) if "w_norm" in m else pd.Series(dtype=float)
+    w = w[w.map(math.isfinite)]
+    if len(w):
+        ev["final_w_norm_ratio"] = float(w.iloc[-1] / max(abs(w.iloc[0]), 1e-30))
+    if len(test) >= 2:
+        steps = m.loc[test.index, "step"].astype(float)
+        earlier = test[steps <= 0.75 * float(steps.iloc[-1])]
+        ev["test_gain_last_quarter"] = float(test.iloc[-1] - (earlier.iloc[-1] if len(earlier) else test.iloc[0]))
+    dom = _col(m, "mean_dominant_fraction")
+    if dom is not None:
+        ev["final_mean_dominant_fraction"] = float(dom.iloc[-1])
+    cov = _col(m, "coverage")
+    if cov is not None:
+        ev["final_coverage"] = float(cov.iloc[-1])
+    chance = 1.0 / order if order else 0.0
+    ev = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in ev.items()}
+
+    if status.startswith("diverged"):
+        return "diverged", ev
+    if _finite(peak) and peak >= theta and _finite(final_test) and final_test < theta \
+            and final_test <= peak - UNGROK_DROP:
+        return "ungrokked", ev
+    if _finite(final_test) and final_test >= theta:
+        return "grokked", ev
+    if _finite(ev.get("final_w_norm_ratio")) and ev["final_w_norm_ratio"] < COLLAPSED \
+            and not (_finite(final_train) and final_train >= FIT):
+        return "collapsed", ev
+    if _finite(ev.get("max_w_drift")) and ev["max_w_drift"] < SMALL_DRIFT and _finite(peak) \
+            and peak < chance + NEAR_CHANCE:
+        return "no_feature_learning", ev
+    irrep_like = _finite(ev.get("final_mean_dominant_fraction")) and ev["final_mean_dominant_fraction"] >= IRREP_LIKE
+    rising = _finite(ev.get("test_gain_last_quarter")) and ev["test_gain_last_quarter"] >= RISING
+    if _finite(final_train) and final_train >= FIT and not (irrep_like and rising):
+        return "memorized", ev
+    return "unfinished", ev
+
+
+def _order_of(config) -> int | None:
+    try:
+        return resolve_group(config).order
+    except (ValueError, OSError):
+        return None
+
+
+def annotate_outcomes(summary: dict, metrics: pd.DataFrame, config, order: int | None = None) -> dict:
+    """Add "outcome", "hint" and "evidence" to every model of summary (in place; also returned)."""
+    if order is None:
+        order = _order_of(config)
+    for model in summary["models"]:
+        m = metrics[metrics.seed == model["seed"]]
+        if len(m) == 0:
+            outcome, ev = ("diverged" if str(model.get("status", "")).startswith("diverged") else "unfinished"), {}
+        else:
+            outcome, ev = classify_model(m, model, config, order)
+        model["outcome"] = outcome
+        model["hint"] = _hint(outcome, config, order, ev)
+        model["evidence"] = ev
+    return summary

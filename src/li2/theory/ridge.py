@@ -1,0 +1,153 @@
+"""Stage I in closed form: the ridge top layer, backpropagated gradients G_F, and the Gram
+statistics of the features (docs/theory.md, Stage I; SPEC §2, §8).
+
+Conventions
+-----------
+* F: (B, n, K) or (n, K) hidden activations on the training rows; Ỹ: (…, n, M) centred targets
+  (rows sum to 0, `task.centred_targets`); λ: float or (B,) tensor.
+* Sign and scale of G_F: with the *summed* loss L = ½ Σ_i ‖P⊥1 o_i − ỹ_i‖²,
+  G_F = −∂L/∂F = P⊥1(Ỹ − F V) Vᵀ, i.e. the direction F (and so W) moves under gradient descent.
+  The trainer's mean loss (1/n) Σ_i ‖·‖² has gradient −(2/n) G_F.
+* Centring *(derived)*: ỸP⊥1 = Ỹ, so the ridge problem with P⊥1 inside the loss has the same
+  minimiser as plain ridge (the V1 part of V only adds to the penalty). At V_ridge the output rows
+  already sum to 0 (V_ridge 1 = (FᵀF+λI)⁻¹FᵀỸ1 = 0), so P⊥1 is a no-op there; it only matters for
+  an arbitrary V (e.g. during Adam training).
+"""
+from __future__ import annotations
+
+import torch
+
+# ---------------------------------------------------------------------------------------------
+# Stage I: ridge top layer and backpropagated gradients (SPEC §2)
+# ---------------------------------------------------------------------------------------------
+
+
+def _lam_view(lam, ndim: int, like: torch.Tensor):
+    """λ (float or (B,) tensor) shaped to broadcast against an ndim-dimensional (B, …) tensor."""
+    if isinstance(lam, torch.Tensor) and lam.ndim > 0:
+        return lam.to(like).reshape(lam.shape + (1,) * (ndim - lam.ndim))
+    return float(lam)
+
+
+def _shifted_cholesky(A: torch.Tensor, lam) -> torch.Tensor:
+    """Cholesky factor of A + λI (A: (…, m, m), modified in place), with a clear error if it fails."""
+    diag = A.diagonal(dim1=-2, dim2=-1)
+    diag += _lam_view(lam, A.ndim - 1, A)
+    L, info = torch.linalg.cholesky_ex(A)
+    if bool((info != 0).any()):
+        raise ValueError(
+            "ridge solve failed: FᵀF + λI is not positive definite (λ too small for this F and precision); use λ > 0"
+        )
+    return L
+
+
+def _ridge_parts(F: torch.Tensor, Y: torch.Tensor, lam, compute_dtype):
+    """(F, Y, V, Z) in the compute dtype; Z = (FFᵀ + λI)⁻¹Ỹ when the n×n side was solved, else None.
+
+    Solves the SMALLER of the two SPD systems by Cholesky (never an SVD):
+      K ≤ n:  V = (FᵀF + λI)⁻¹ FᵀỸ                 (K×K)
+      K > n:  V = Fᵀ (FFᵀ + λI)⁻¹ Ỹ                 (n×n, push-through identity)
+    """
+    if compute_dtype is not None:
+        F, Y = F.to(compute_dtype), Y.to(compute_dtype)
+    n, K = F.shape[-2], F.shape[-1]
+    if K <= n:
+        L = _shifted_cholesky(F.mT @ F, lam)
+        return F, Y, torch.cholesky_solve(F.mT @ Y, L), None
+    L = _shifted_cholesky(F @ F.mT, lam)
+    Z = torch.cholesky_solve(Y, L)                        # broadcasts a shared Y over models
+    return F, Y, F.mT @ Z, Z
+
+
+def _residual(F, Y, V, Z, lam):
+    """Ỹ − FV; on the n×n branch the closed form λZ (no cancellation when the residual is small)."""
+    if Z is None:
+        return Y - F @ V
+    return _lam_view(lam, Z.ndim, Z) * Z
+
+
+def ridge_top_layer(F: torch.Tensor, Y: torch.Tensor, lam, compute_dtype=torch.float64) -> torch.Tensor:
+    """V = (FᵀF + λI)⁻¹ FᵀỸ.  F: (B, n, K) or (n, K); Y: (…, n, M); λ: float or (B,) → V: (…, K, M).
+
+    Runs in `compute_dtype`, float64 by default: the Stage-I residual lives exactly in the
+    small-eigenvalue part of the Gram, which float32 resolves only while λ is not tiny next to ‖F‖²
+    (measured at M = 71, p = 0.4, K = 1024–4096, λ = 0.2: float32 is 1–2e-5 relative off and
+    ~1.6× faster on CPU). Pass compute_dtype=None to stay in F's dtype. The result has F's dtype.
+    """
+    return _ridge_parts(F, Y, lam, compute_dtype)[2].to(F.dtype)
+
+
+def ridge_residual(F: torch.Tensor, Y: torch.Tensor, lam, compute_dtype=torch.float64) -> torch.Tensor:
+    """Ỹ − F V_ridge = λ (FFᵀ + λI)⁻¹ Ỹ  *(derived)*: (…, n, M)."""
+    Fc, Yc, V, Z = _ridge_parts(F, Y, lam, compute_dtype)
+    return _residual(Fc, Yc, V, Z, lam).to(F.dtype)
+
+
+def center_rows(O: torch.Tensor) -> torch.Tensor:
+    """P⊥1 applied to each row: O − mean over the last axis."""
+    return O - O.mean(dim=-1, keepdim=True)
+
+
+def backprop_gradient(F: torch.Tensor, V: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """G_F = P⊥1(Ỹ − F V) Vᵀ: (…, n, K), the NEGATIVE gradient of ½ Σ_i ‖P⊥1 o_i − ỹ_i‖² wrt F.
+
+    F: (…, n, K), V: (…, K, M), Y: (…, n, M) with rows summing to 0.
+    """
+    return center_rows(Y - F @ V) @ V.mT
+
+
+def backprop_gradient_at_ridge(F: torch.Tensor, Y: torch.Tensor, lam, compute_dtype=torch.float64) -> torch.Tensor:
+    """G_F at V = V_ridge: λ (FFᵀ + λI)⁻¹ Ỹ Ỹᵀ F (FᵀF + λI)⁻¹ = residual · V_ridgeᵀ: (…, n, K).
+
+    By the envelope theorem this is also −∂/∂F of min_V [½‖FV − Ỹ‖² + ½λ‖V‖²] (P⊥1 is a no-op
+    at V_ridge, see module docstring). Evaluated as R Vᵀ with R = ridge residual, never forming
+    both inverses.
+    """
+    Fc, Yc, V, Z = _ridge_parts(F, Y, lam, compute_dtype)
+    return (_residual(Fc, Yc, V, Z, lam) @ V.mT).to(F.dtype)
+
+
+def stage2_gradient(F: torch.Tensor, Y: torch.Tensor, lam) -> torch.Tensor:
+    """Node-wise Stage-II form λ Ỹ Ỹᵀ F: (…, n, K), evaluated as λ Ỹ (ỸᵀF) (O(nMK), no n×n)."""
+    return _lam_view(lam, F.ndim, F) * (Y @ (Y.mT @ F))
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity per model: a, b (B, …) → (B,) (or a scalar for unbatched 2-D inputs)."""
+    if a.ndim <= 2:
+        a, b = a.reshape(1, -1), b.reshape(1, -1)
+        squeeze = True
+    else:
+        a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+        squeeze = False
+    c = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(torch.finfo(a.dtype).tiny)
+    return c[0] if squeeze else c
+
+
+def gram_statistics(F: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Reference diagnostics of the features (SPEC §8), per model. F: (B, n, K) or (n, K).
+
+    * diag / offdiag: mean |diagonal| and mean |off-diagonal| of F̃ᵀF̃ (F̃ = F centred over samples).
+    * ntk_distance: ‖FFᵀ − (aI + b11ᵀ)‖_F / ‖FFᵀ‖_F for the best a, b. Computed WITHOUT the n×n matrix:
+      the projection onto span{I, 11ᵀ} needs only ⟨FFᵀ, I⟩ = ‖F‖², ⟨FFᵀ, 11ᵀ⟩ = ‖Fᵀ1‖² and
+      ‖FFᵀ‖² = ‖FᵀF‖² (the K×K Gram, or the n×n one when n < K).
+    Cost: one Gram on the smaller side, O(n K min(n, K)).
+    """
+    Fd = F.to(torch.float64)
+    n, K = Fd.shape[-2], Fd.shape[-1]
+    Fc = Fd - Fd.mean(dim=-2, keepdim=True)
+    G = Fc.mT @ Fc
+    d = G.diagonal(dim1=-2, dim2=-1).abs()
+    diag = d.mean(-1)
+    offdiag = (G.abs().sum((-2, -1)) - d.sum(-1)) / max(K * (K - 1), 1)
+    small = Fd.mT @ Fd if K <= n else Fd @ Fd.mT
+    gg = (small * small).sum((-2, -1))                   # ⟨FFᵀ, FFᵀ⟩
+    gi = (Fd * Fd).sum((-2, -1))                         # ⟨FFᵀ, I⟩
+    g1 = (Fd.sum(-2) ** 2).sum(-1)                       # ⟨FFᵀ, 11ᵀ⟩
+    # normal equations of min ‖G − aI − b11ᵀ‖ with ⟨I,I⟩ = n, ⟨I,11ᵀ⟩ = n, ⟨11ᵀ,11ᵀ⟩ = n²
+    det = n * n * n - n * n
+    a = (n * n * gi - n * g1) / det if det else gi / n
+    b = (n * g1 - n * gi) / det if det else torch.zeros_like(gi)
+    resid2 = gg - a * gi - b * g1                        # ‖G‖² − ⟨G, proj G⟩ (Pythagoras)
+    dist = resid2.clamp_min(0).sqrt() / gg.sqrt().clamp_min(1e-300)
+    return {"diag": diag, "offdiag": offdiag, "ntk_distance": dist, "ntk_a": a, "ntk_b": b}
