@@ -4,8 +4,15 @@ A recipe module (li2.recipes.<name>) exports
     CLAIM                       the paper's claim, in words (with the figure it comes from)
     RULE                        the verdict rule, in words, fixed before any data was seen
     verdict(measured)           → (verdict, parts, reasons): the rule applied to the numbers
+    plan(size)                  → Plan: what `run` would do at that size (runs, estimated core-hours,
+                                  the paper's setting, li2's setting, each deviation) — for --dry-run
     run(ctx: RecipeContext)     → Findings: trains/measures, writes figures and tables into ctx.out
 and the registry (li2.recipes.registry) writes findings.json.
+
+Findings carry (FINDINGS_KEYS): claim; paper_setting (what the paper states, PAPER.md; "not stated"
+where it is silent); setting (what li2 ran); deviations (one `deviation(...)` per difference, with
+its reason); measured (numbers with CIs over seeds); rule; verdict, verdict_parts, reasons; headline.
+A verdict is "inconclusive" whenever the interval allows both answers.
 """
 from __future__ import annotations
 
@@ -25,7 +32,15 @@ from ..studies.spec import SweepSpec, expand
 from ..studies.sweep import run_sweep
 
 VERDICTS = ("supports", "contradicts", "inconclusive")
-Findings = dict[str, Any]   # findings.json's content (see li2.recipes.registry for its keys)
+FINDINGS_KEYS = ("claim", "paper_setting", "setting", "deviations", "measured", "rule", "verdict",
+                 "verdict_parts", "reasons", "headline")
+Findings = dict[str, Any]   # findings.json's content: FINDINGS_KEYS and more (figures, tables, notes)
+Plan = dict[str, Any]       # {"runs", "core_hours", "paper_setting", "setting", "deviations"}
+
+
+def deviation(what: str, paper: Any, here: Any, why: str) -> dict:
+    """One way li2's setting differs from the paper's, and why: {"what", "paper", "here", "why"}."""
+    return {"what": what, "paper": paper, "here": here, "why": why}
 
 
 @dataclass
