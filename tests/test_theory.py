@@ -4,13 +4,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from reference import one_hot_inputs
 
 from li2.activations import ACTIVATIONS, get_activation
 from li2.algebra.groups import Group, get_group
 from li2.algebra.representations import isotypic_components
 from li2.task import centred_targets, make_task, split
-from reference import one_hot_inputs
-from li2.views import energy_figure
 from li2.theory import (
     activation_spread,
     ascend_energy,
@@ -28,6 +27,7 @@ from li2.theory import (
     stage2_gradient,
     tangent,
 )
+from li2.views import energy_figure
 
 D = torch.float64
 
@@ -46,58 +46,99 @@ def _features(B=3, n=20, K=8, M=5, seed=0):
 
 
 # ----------------------------------------------------------------------------- ridge and G_F
+# Every instrument under both definitions of Ỹ, F̃ (li2.task.Centring) against dense matrices:
+#   samples  Ỹ = P⊥₁Y, F̃ = P⊥₁F with the explicit n×n P⊥₁ = I − 11ᵀ/n (the paper);
+#   classes  Ỹ = Y − 11ᵀ/M, F uncentred (the reference loss li2 trains with).
+CENTRINGS = ("samples", "classes")
 
+
+def _dense(F, Y, centring):
+    """(F as used, Ỹ as used) with explicit projector matrices: the slow, obvious reference."""
+    n = F.shape[-2]
+    if centring == "samples":
+        P = torch.eye(n, dtype=D) - torch.ones(n, n, dtype=D) / n
+        return P @ F, P @ Y
+    M = Y.shape[-1]
+    return F, Y @ (torch.eye(M, dtype=D) - torch.ones(M, M, dtype=D) / M)
+
+
+@pytest.mark.parametrize("centring", CENTRINGS)
 @pytest.mark.parametrize("K", [6, 30])          # K ≤ n: K×K Cholesky; K > n: n×n push-through branch
 @pytest.mark.parametrize("lam", [0.3, "per-model"])
-def test_ridge_equals_direct_solve(K, lam):
+def test_ridge_equals_direct_solve(K, lam, centring):
     F, Y = _features(n=20, K=K)
     lam = torch.tensor([0.1, 0.5, 2.0], dtype=D) if lam == "per-model" else lam
-    V = ridge_top_layer(F, Y, lam)
+    V = ridge_top_layer(F, Y, lam, centring=centring)
     for b in range(3):
         lb = float(lam[b]) if isinstance(lam, torch.Tensor) else lam
-        A = F[b].T @ F[b] + lb * torch.eye(K, dtype=D)
-        torch.testing.assert_close(V[b], torch.linalg.solve(A, F[b].T @ Y), rtol=1e-9, atol=1e-11)
-    torch.testing.assert_close(ridge_top_layer(F[1], Y, 0.3 if not isinstance(lam, torch.Tensor) else float(lam[1])),
+        f, y = _dense(F[b], Y, centring)
+        A = f.T @ f + lb * torch.eye(K, dtype=D)
+        torch.testing.assert_close(V[b], torch.linalg.solve(A, f.T @ y), rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(ridge_top_layer(F[1], Y, 0.3 if not isinstance(lam, torch.Tensor) else float(lam[1]),
+                                               centring=centring),
                                V[1], rtol=1e-10, atol=1e-12)          # unbatched F
+    # one-hot or either centred Y: the function centres them itself
+    onehot = Y + 1.0 / Y.shape[-1]
+    torch.testing.assert_close(ridge_top_layer(F, onehot, lam, centring=centring), V, rtol=1e-9, atol=1e-11)
+
+
+def test_the_two_ridge_definitions_differ_by_the_sample_mean_of_f():
+    # FᵀF = F̃ᵀF̃ + nμμᵀ: even with a target that both centrings agree on, the ridge solutions differ
+    F, Y = _features(n=20, K=6)
+    F = F + 2.0                                     # a large sample mean, as for x² features
+    Vs, Vc = (ridge_top_layer(F, Y, 0.3, centring=c) for c in CENTRINGS)
+    assert (Vs - Vc).norm() > 0.1 * Vs.norm()
+    with pytest.raises(ValueError, match="centring"):
+        ridge_top_layer(F, Y, 0.3, centring="rows")
 
 
 def test_ridge_small_lambda_tends_to_lstsq_and_keeps_dtype():
     F, Y = _features(n=20, K=6)
-    V = ridge_top_layer(F, Y, 1e-12)
+    V = ridge_top_layer(F, Y, 1e-12, centring="classes")
     torch.testing.assert_close(V, torch.linalg.lstsq(F, Y.expand(3, -1, -1)).solution, rtol=1e-6, atol=1e-8)
+    f, y = _dense(F, Y, "samples")
+    torch.testing.assert_close(ridge_top_layer(F, Y, 1e-12, centring="samples"),
+                               torch.linalg.lstsq(f, y.expand(3, -1, -1)).solution, rtol=1e-6, atol=1e-8)
     assert ridge_top_layer(F.float(), Y.float(), 0.1).dtype == torch.float32
     with pytest.raises(ValueError, match="λ"):
         ridge_top_layer(torch.zeros(1, 4, 3, dtype=D), Y[:4], 0.0)
 
 
+@pytest.mark.parametrize("centring", CENTRINGS)
 @pytest.mark.parametrize("K", [6, 30])
-def test_ridge_residual_and_gradient_closed_forms(K):
+def test_ridge_residual_and_gradient_closed_forms(K, centring):
     F, Y = _features(n=20, K=K)
     lam = torch.tensor([0.1, 0.5, 2.0], dtype=D)
     I_n, I_K = torch.eye(20, dtype=D), torch.eye(K, dtype=D)
     for b in range(3):
-        l, f = float(lam[b]), F[b]
+        l = float(lam[b])
+        f, y = _dense(F[b], Y, centring)
         inv_n = torch.linalg.solve(f @ f.T + l * I_n, I_n)
         inv_K = torch.linalg.solve(f.T @ f + l * I_K, I_K)
-        torch.testing.assert_close(ridge_residual(F, Y, lam)[b], l * inv_n @ Y, rtol=1e-8, atol=1e-11)
-        G = l * inv_n @ Y @ Y.T @ f @ inv_K                      # SPEC §2, as written
-        torch.testing.assert_close(backprop_gradient_at_ridge(F, Y, lam)[b], G, rtol=1e-8, atol=1e-11)
+        res = ridge_residual(F, Y, lam, centring=centring)[b]
+        torch.testing.assert_close(res, l * inv_n @ y, rtol=1e-8, atol=1e-11)
+        G = l * inv_n @ y @ y.T @ f @ inv_K          # paper Eq. 4 (samples) / SPEC §2 (classes), as written
+        torch.testing.assert_close(backprop_gradient_at_ridge(F, Y, lam, centring=centring)[b], G,
+                                   rtol=1e-8, atol=1e-11)
 
 
+@pytest.mark.parametrize("centring", CENTRINGS)
 @pytest.mark.parametrize("K", [6, 30])
-def test_gradient_at_ridge_is_minus_the_total_derivative_of_the_ridge_objective(K):
-    # Envelope theorem: d/dF min_V [½‖FV − Ỹ‖² + ½λ‖V‖²] = ∂/∂F at V = V_ridge(F) = −G_F.
+def test_gradient_at_ridge_is_minus_the_total_derivative_of_the_ridge_objective(K, centring):
+    # Envelope theorem: d/dF min_V [½‖F̃V − Ỹ‖² + ½λ‖V‖²] = ∂/∂F at V = V_ridge(F) = −G_F (F for classes).
     F, Y = _features(n=20, K=K)
     lam = 0.4
     Fa = F.clone().requires_grad_(True)
-    V = torch.linalg.solve(Fa.mT @ Fa + lam * torch.eye(K, dtype=D), Fa.mT @ Y)   # differentiable V(F)
-    J = 0.5 * (Fa @ V - Y).square().sum() + 0.5 * lam * V.square().sum()
+    f, y = _dense(Fa, Y, centring)
+    V = torch.linalg.solve(f.mT @ f + lam * torch.eye(K, dtype=D), f.mT @ y)   # differentiable V(F)
+    J = 0.5 * (f @ V - y).square().sum() + 0.5 * lam * V.square().sum()
     (dJ,) = torch.autograd.grad(J, Fa)
-    torch.testing.assert_close(backprop_gradient_at_ridge(F, Y, lam), -dJ, rtol=1e-8, atol=1e-11)
-    # P⊥1 is a no-op at V_ridge: its output rows already sum to zero.
-    Vr = ridge_top_layer(F, Y, lam)
-    torch.testing.assert_close(Vr.sum(-1), torch.zeros(3, K, dtype=D), rtol=0, atol=1e-12)
-    torch.testing.assert_close(backprop_gradient(F, Vr, Y), backprop_gradient_at_ridge(F, Y, lam), rtol=1e-8, atol=1e-11)
+    torch.testing.assert_close(backprop_gradient_at_ridge(F, Y, lam, centring=centring), -dJ, rtol=1e-8, atol=1e-11)
+    Vr = ridge_top_layer(F, Y, lam, centring=centring)
+    torch.testing.assert_close(backprop_gradient(F, Vr, Y, centring=centring),
+                               backprop_gradient_at_ridge(F, Y, lam, centring=centring), rtol=1e-8, atol=1e-11)
+    if centring == "classes":   # P⊥1 is a no-op at V_ridge: its output rows already sum to zero.
+        torch.testing.assert_close(Vr.sum(-1), torch.zeros(3, K, dtype=D), rtol=0, atol=1e-12)
 
 
 def test_backprop_gradient_is_minus_autograd_of_the_centred_loss():
@@ -107,15 +148,26 @@ def test_backprop_gradient_is_minus_autograd_of_the_centred_loss():
     O = Fa @ V
     L = 0.5 * (O - O.mean(-1, keepdim=True) - Y).square().sum()
     (dL,) = torch.autograd.grad(L, Fa)
-    torch.testing.assert_close(backprop_gradient(F, V, Y), -dL, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(backprop_gradient(F, V, Y, centring="classes"), -dL, rtol=1e-10, atol=1e-12)
+    # the paper's loss ½‖P⊥₁(Y − FV)‖² with the dense n×n P⊥₁ (Y one-hot here: P⊥₁ removes its mean)
+    P = torch.eye(20, dtype=D) - torch.ones(20, 20, dtype=D) / 20
+    Fb = F.clone().requires_grad_(True)
+    onehot = Y + 1.0 / 5
+    Lp = 0.5 * (P @ (onehot - Fb @ V)).square().sum()
+    (dLp,) = torch.autograd.grad(Lp, Fb)
+    torch.testing.assert_close(backprop_gradient(F, V, onehot, centring="samples"), -dLp, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(backprop_gradient(F, V, Y), -dLp, rtol=1e-10, atol=1e-12)   # default: samples
 
 
-def test_stage2_gradient_and_cosine():
+@pytest.mark.parametrize("centring", CENTRINGS)
+def test_stage2_gradient_and_cosine(centring):
     F, Y = _features()
     lam = torch.tensor([1.0, 2.0, 3.0], dtype=D)
-    S = stage2_gradient(F, Y, lam)
+    S = stage2_gradient(F, Y, lam, centring=centring)
     for b in range(3):
-        torch.testing.assert_close(S[b], float(lam[b]) * Y @ Y.T @ F[b])
+        f, y = _dense(F[b], Y, centring)
+        torch.testing.assert_close(S[b], float(lam[b]) * y @ y.T @ F[b])
+        torch.testing.assert_close(S[b], float(lam[b]) * y @ y.T @ f)     # ỸỸᵀF = ỸỸᵀF̃ (samples)
     A, B = torch.randn(3, 4, 5, dtype=D), torch.randn(3, 4, 5, dtype=D)
     torch.testing.assert_close(cosine(A, B), torch.nn.functional.cosine_similarity(A.flatten(1), B.flatten(1), dim=1))
     assert torch.isclose(cosine(A[0], A[0]), torch.tensor(1.0, dtype=D))
@@ -140,10 +192,15 @@ def test_gram_statistics_against_the_n_by_n_matrix():
 
 # ----------------------------------------------------------------------------- energy
 
-def _dense_energy(w, inputs, labels, M, act):
-    """E and ∇E with the explicit one-hot X and Ỹ matrices (the slow reference)."""
+def _dense_energy(w, inputs, labels, M, act, centring="samples"):
+    """E and ∇E with the explicit one-hot X, Y and projector matrices (the slow reference)."""
     X = one_hot_inputs(inputs, M, D)
-    Y = centred_targets(labels, M, D)
+    Y = torch.nn.functional.one_hot(labels, M).to(D)
+    n = Y.shape[0]
+    if centring == "samples":
+        Y = (torch.eye(n, dtype=D) - torch.ones(n, n, dtype=D) / n) @ Y       # P⊥₁Y
+    else:
+        Y = Y @ (torch.eye(M, dtype=D) - torch.ones(M, M, dtype=D) / M)       # Y − 11ᵀ/M
     sigma, dsigma = get_activation(act)
     h = w @ X.T                                                 # (…, n)
     s = sigma(h)
@@ -152,17 +209,32 @@ def _dense_energy(w, inputs, labels, M, act):
     return E, grad
 
 
+@pytest.mark.parametrize("centring", CENTRINGS)
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("operands", [2, 3])
-def test_energy_by_gathers_equals_one_hot_formula(act, operands):
+def test_energy_by_gathers_equals_one_hot_formula(act, operands, centring):
     inputs, labels, M = _rows("Z5" if operands == 3 else "Z7", 0.7, operands)
     w = torch.randn(2, 4, operands * M, dtype=D, generator=torch.Generator().manual_seed(3))   # (B, R, kM)
-    E, g = energy_and_grad(w, inputs, labels, M, act)
-    E_ref, g_ref = _dense_energy(w, inputs, labels, M, act)
+    E, g = energy_and_grad(w, inputs, labels, M, act, centring=centring)
+    E_ref, g_ref = _dense_energy(w, inputs, labels, M, act, centring)
     torch.testing.assert_close(E, E_ref, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(energy(w, inputs, labels, M, act), E)
-    torch.testing.assert_close(energy_grad(w, inputs, labels, M, act), g)
+    torch.testing.assert_close(energy(w, inputs, labels, M, act, centring=centring), E)
+    torch.testing.assert_close(energy_grad(w, inputs, labels, M, act, centring=centring), g)
+    wa = w.clone().requires_grad_(True)                          # ∇E is the gradient of E (autograd)
+    (ga,) = torch.autograd.grad(_dense_energy(wa, inputs, labels, M, act, centring)[0].sum(), wa)
+    torch.testing.assert_close(g, ga, rtol=1e-9, atol=1e-11)
+
+
+def test_the_two_energies_agree_at_full_data_and_differ_on_a_subsample():
+    task = make_task(get_group("Z11"))
+    w = torch.randn(5, 22, dtype=D, generator=torch.Generator().manual_seed(7))
+    full = [energy_and_grad(w, task.inputs, task.labels, 11, centring=c) for c in CENTRINGS]
+    torch.testing.assert_close(full[0][0], full[1][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(full[0][1], full[1][1], rtol=1e-12, atol=1e-12)
+    inputs, labels, M = _rows("Z11", 0.4)
+    sub = [energy(w, inputs, labels, M, centring=c) for c in CENTRINGS]
+    assert float((sub[0] - sub[1]).abs().max()) > 1e-3 * float(sub[0].abs().max())
 
 
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .algebra.groups import Group, get_group
 from .algebra.tables import expression_task, load_group_table
-from .task import REFERENCE_C, critical_ratio, make_task
+from .task import DEFAULT_CENTRING, REFERENCE_C, Centring, critical_ratio, make_task
 
 if TYPE_CHECKING:
     from .task import Task
@@ -97,6 +97,10 @@ class TrainConfig(BaseModel):
     diagnostics: Literal["off", "basic", "full"] = Field("basic", description="theory diagnostics at each "
                                                                             "evaluation (full adds FFᵀ's distance "
                                                                             "from aI + b11ᵀ)")
+    centring: Centring = Field(DEFAULT_CENTRING, description="Ỹ, F̃ of the theory diagnostics and li2 energy: "
+                                                            "samples (the paper: centred over the training rows) "
+                                                            "or classes (the reference loss; training always "
+                                                            "uses it)")
     # execution
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when present, else cpu")
     execution: Literal["auto", "stack", "sequential"] = Field(

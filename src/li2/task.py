@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -20,6 +20,14 @@ if TYPE_CHECKING:
 
 # The reference code's calibrated constant of p_c = c·ln M / M (docs/theory.md, scaling law).
 REFERENCE_C = 2.7482
+
+# Where Ỹ (and F̃) are centred in the theory instruments (docs/theory.md, two loss conventions):
+# "samples" = the paper's P⊥₁ = I_n − 11ᵀ/n over the training rows (Ỹ entries y_ic − n_c/n);
+# "classes" = each output row over the M classes (Ỹ = onehot − 1/M), the reference code's loss,
+# which training always uses. They agree at full data.
+Centring = Literal["samples", "classes"]
+CENTRINGS: tuple[str, ...] = ("samples", "classes")
+DEFAULT_CENTRING = "samples"
 
 
 def critical_ratio(order: int, c: float = REFERENCE_C) -> float:

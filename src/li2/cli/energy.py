@@ -16,7 +16,7 @@ from ..views.study_figures import energy_figure
 from .common import user_errors
 from .options import config_command, config_parameters
 
-TASK_FIELDS = ("group", "group_table", "expression", "modulus", "operands", "train_ratio", "activation")
+TASK_FIELDS = ("group", "group_table", "expression", "modulus", "operands", "train_ratio", "activation", "centring")
 ENERGY_OPTIONS = [
     inspect.Parameter("restarts", inspect.Parameter.KEYWORD_ONLY, annotation=int,
                       default=typer.Option(64, min=1, max=100_000, help="random starts of the ascent")),
@@ -40,7 +40,7 @@ def _energy(ctx: typer.Context, **options) -> None:
         out_dir = Path(options["out"]) if options["out"] is not None else stamp.with_name(f"energy-{stamp.name}")
         out_dir.mkdir(parents=True, exist_ok=True)
         result = energy_landscape(g, ratio, activation=cfg.activation, restarts=options["restarts"],
-                                  seed=options["seed"], operands=cfg.operands)
+                                  seed=options["seed"], operands=cfg.operands, centring=cfg.centring)
         write_json(out_dir / "energy.json", result)
         energy_figure(result, out_dir / "energy.png")
     if options["as_json"]:

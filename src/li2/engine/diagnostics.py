@@ -1,19 +1,42 @@
 """Theory diagnostics recorded at evaluation steps (SPEC §2–§4, §8), one column per quantity.
 
+Ỹ follows the run's `--centring` (li2.task.Centring): "samples" (default) is the paper's
+Ỹ = P⊥₁Y over the training rows (entries y_ic − n_c/n) and G_F = P⊥₁(Y − FV)Vᵀ, the negative gradient
+of the paper's loss ½‖P⊥₁(Y − FV)‖² at the run's weights; "classes" is the reference loss li2 trains
+with, Ỹ = Y − 1/M and G_F = (Ỹ − FVP⊥_M)Vᵀ, the gradient the training step itself sends to F.
+(--loss ce has no paper G_F: "samples" then centres the cross-entropy gradient over the rows.)
+
 `--diagnostics basic` (default) adds, per model:
-    grad_norm            ‖G_F‖_F, G_F = −∂L_sum/∂F = P⊥1(Ỹ − FV)Vᵀ (mse), straight from the training step
-    w_drift              ‖W − W₀‖_F / ‖W₀‖_F
+    grad_norm            ‖G_F‖_F (G_F by centring, summed-loss scale)
+    w_drift, v_drift     ‖W − W₀‖_F / ‖W₀‖_F and ‖V − V₀‖_F / ‖V₀‖_F (NaN for a zero-initialised V)
     energy_mean/max      per-node energy E_j = ½‖Ỹᵀ f_j‖² over the training rows (SPEC §3)
     stage2_cosine        cos(G_F, ηỸỸᵀF): how well the Stage-II node-wise form explains the gradient
-    offdiag_ratio        mean |off-diagonal| / mean |diagonal| of F̃ᵀF̃ (F̃ = F centred over samples),
-                         estimated on a fixed random subset of ≤ 256 nodes (exact in `full`)
+    offdiag_ratio        mean |off-diagonal| / mean |diagonal| of F̃ᵀF̃ (F̃ = F centred over samples,
+                         under both centrings: the reference logs it so too); exact for K ≤ MAX_GRAM_WIDTH,
+                         else on a fixed random subset of GRAM_SAMPLE_NODES nodes
+    ridge_distance       ‖V − V_ridge(F)‖_F / ‖V_ridge(F)‖_F, and
+    ridge_output_distance ‖F(VP⊥_M − V_ridge)‖_F / ‖F V_ridge‖_F: how far the top layer is from the
+                         Stage-I limit of THIS run's objective, i.e. the class-centred ridge solution
+                         V_ridge = (FᵀF + λI)⁻¹FᵀỸ with λ = nη/2 (the exact minimiser over V of the mean
+                         MSE plus coupled L2 η/2‖V‖²; the value `--top-layer ridge` uses). It does not
+                         follow --centring on purpose: the distance to another objective's minimiser
+                         never reaches 0 and would measure the convention gap, not Stage I. For
+                         decoupled decay (adamw, muon) nη/2 is only the nominal λ. NaN for ce, η = 0
+                         and K > MAX_GRAM_WIDTH.
     n_active, coverage, mean_dominant_fraction, diversity, concentrated_fraction
                          node spectra (groups only, M ≤ 400); active nodes are the fewest holding 90% of
                          Σ‖w_j‖²; concentrated_fraction = share of them with one component ≥ 90% of ‖w_j‖²
+    grad_missing_share   share of the training gradient ∂L/∂W's squared norm (non-trivial components
+                         only) that lies in irreps no learned node covers yet (top-down modulation,
+                         Thm 7), and
+    missing_share        the share of non-trivial dimensions those irreps hold (what a gradient spread
+                         evenly would give). grad_missing_share > missing_share: the gradient
+                         concentrates on the missing irreps. NaN when every irrep is covered.
 `--diagnostics full` adds ntk_distance = ‖FFᵀ − (aI + b11ᵀ)‖/‖FFᵀ‖ for the best a, b, computed
-without forming the n×n matrix, and the exact off-diagonal ratio.
-Cost of `basic`: two (M×c)·(c×K) products and a small Gram per block of the evaluation step's own
-pass (≈ ⅔ of a step), accumulated block by block (see Diagnostics).
+without forming the n×n matrix.
+Cost of `basic`: two (M×c)·(c×K) products and a K×K Gram per block of the evaluation step's own pass,
+accumulated block by block (see Diagnostics), plus one K×K Cholesky solve per evaluation for the
+ridge distance (at K = 2048 ≈ 0.6 s, a few training steps' worth).
 """
 from __future__ import annotations
 
@@ -21,54 +44,70 @@ from types import SimpleNamespace
 
 import torch
 
+from ..task import DEFAULT_CENTRING
 from ..theory.ridge import gram_statistics
-from ..theory.spectra import ACTIVE_MASS, components_for, spectrum_summary
+from ..theory.spectra import ACTIVE_MASS, component_dimensions, component_energy, components_for, spectrum_summary
 from .trainer import EvalContext
 
 GRAM_SAMPLE_NODES = 256
+MAX_GRAM_WIDTH = 4096      # the exact K×K Gram (ridge distance, exact off-diagonal ratio) up to this width
 
 
 class Diagnostics:
     """A trainer hook: EvalContext → {column: (B,) tensor}.
 
     In `basic` mode it accumulates, block by block during the evaluation step's own forward and
-    backward pass (`on_block`), only small statistics: ỸᵀF and ỸᵀG_F (B, M, K), ‖G_F‖², and the
-    sums Σf, ΣffᵀG of a fixed subset of nodes; the whole (n, K) F and G_F are never formed.
+    backward pass (`on_block`), only small statistics: YᵀF and YᵀG_F (B, M, K) with one-hot Y, the
+    column sums 1ᵀF, 1ᵀG_F, ‖G_F‖², the K×K Gram FᵀF, and the projections on v = V1 that the
+    sample-centred G_F needs; the whole (n, K) F and G_F are never formed.
     `full` (and models with extra layers, whose step runs through autograd) takes F and G_F whole.
     """
 
-    def __init__(self, level: str, task, layers: int = 0):
+    def __init__(self, level: str, task, layers: int = 0, centring: str = DEFAULT_CENTRING, loss: str = "mse"):
         self.full = level == "full"
         self.needs_features = self.full or layers > 0
         self.components = components_for(task.group)
         self.operands = task.operands
         self.order = task.order
+        self.samples = centring == "samples"
+        self.mse = loss == "mse"
         self.stats: dict[str, torch.Tensor] | None = None
+        self.v: torch.Tensor | None = None
 
     # -- block accumulation ------------------------------------------------------------------
-    def reset(self) -> None:
+    def reset(self, params: dict[str, torch.Tensor] | None = None) -> None:
+        """Start a pass. params (the current weights) give v = V1, which the paper's G_F needs (mse)."""
         self.stats = None
+        self.v = params["V"].sum(-1) if (params is not None and self.mse and self.samples) else None
 
-    def _yt(self, labels: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-        """ỸᵀX for Ỹ = onehot(labels) − 1/M without a GEMM: a scatter-add of X's rows by label,
-        minus the column sums over M.  labels (B, c), X (B, c, K) → (B, M, K)."""
+    def _scatter(self, labels: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        """YᵀX for one-hot Y without a GEMM: rows of X added by label. labels (B, c), X (B, c, K) → (B, M, K)."""
         B, c, K = X.shape
         M = self.order
         flat = (labels + torch.arange(B, device=labels.device)[:, None] * M).reshape(-1)
         out = torch.zeros(B * M, K, dtype=X.dtype, device=X.device).index_add_(0, flat, X.reshape(B * c, K))
-        return out.view(B, M, K) - X.sum(1, keepdim=True) / M
+        return out.view(B, M, K)
 
     def on_block(self, chunk, F: torch.Tensor, D: torch.Tensor | None, scale: float = 1.0) -> None:
-        """Add one block to the running statistics: F (B, c, K), G_F = scale·D (B, c, K)."""
+        """Add one block to the running statistics: F (B, c, K), G_F = scale·D (B, c, K) (training loss)."""
         K = F.shape[-1]
-        idx = torch.randperm(K, generator=torch.Generator().manual_seed(0))[:GRAM_SAMPLE_NODES].to(F.device)
-        Fs = F[..., idx] if K > GRAM_SAMPLE_NODES else F
+        if K <= MAX_GRAM_WIDTH:
+            Fs = F
+        else:
+            idx = torch.randperm(K, generator=torch.Generator().manual_seed(0))[:GRAM_SAMPLE_NODES].to(F.device)
+            Fs = F[..., idx]
         counts = torch.nn.functional.one_hot(chunk.labels, self.order).sum(1).to(F.dtype)   # (B, M)
-        part = {"YtF": self._yt(chunk.labels, F), "counts": counts, "n": torch.tensor(float(F.shape[1])),
-                "s1": Fs.sum(1), "s2": Fs.transpose(1, 2) @ Fs}
+        part = {"YF": self._scatter(chunk.labels, F), "sF": F.sum(1), "counts": counts,
+                "n": torch.tensor(float(F.shape[1])), "sFs": Fs.sum(1), "gram": Fs.transpose(1, 2) @ Fs}
         if D is not None:
-            part["YtG"] = self._yt(chunk.labels, D) * scale
+            part["YG"] = self._scatter(chunk.labels, D) * scale
+            part["sG"] = D.sum(1) * scale
             part["G2"] = D.square().sum((1, 2)) * scale**2
+            if self.v is not None:
+                Fv = (F @ self.v[:, :, None].to(F.dtype)).squeeze(-1)        # (B, c)
+                Dv = (D @ self.v[:, :, None].to(D.dtype)).squeeze(-1)
+                part["FvFv"] = Fv.square().sum(1)
+                part["GvFv"] = (Dv * Fv).sum(1) * scale
         if self.stats is None:
             self.stats = part
         else:
@@ -78,7 +117,7 @@ class Diagnostics:
     def __call__(self, ctx: EvalContext) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             if self.needs_features or self.stats is None:   # whole F and G_F given: one "block"
-                self.reset()
+                self.reset(ctx.params)
                 F, G = ctx.features.F, ctx.features.G
                 if G is None:   # autograd path (extra layers): the formula on the top layer
                     V = ctx.params["V"]
@@ -86,44 +125,119 @@ class Diagnostics:
                     O = F @ V
                     G = (Y - (O - O.mean(-1, keepdim=True))) @ V.transpose(1, 2)
                 self.on_block(SimpleNamespace(labels=ctx.train.labels, targets=ctx.train.targets), F, G)
-            return self._compute(ctx)
+            out = self._gradient_columns()
+            out.update(self._weight_columns(ctx))
+            out.update(self._gram_columns(ctx))
+            if self.full:
+                stats = gram_statistics(ctx.features.F)
+                out["offdiag_ratio"] = stats["offdiag"] / stats["diag"].clamp_min(1e-30)
+                out["ntk_distance"] = stats["ntk_distance"]
+            if self.components is not None:
+                out.update(self._spectrum_columns(ctx))
+            return out
 
-    def _compute(self, ctx: EvalContext) -> dict[str, torch.Tensor]:
-        W = ctx.params["W"]
+    # -- the columns ------------------------------------------------------------------------
+    def _label_products(self):
+        """(A = ỸᵀF, ỸᵀG_F, ỸᵀỸ, ‖G_F‖²) under the run's centring, from the accumulated statistics."""
         st = self.stats
-        out: dict[str, torch.Tensor] = {}
-        out["grad_norm"] = st["G2"].clamp_min(0).sqrt()
-        out["w_drift"] = (W - ctx.W0).norm(dim=(1, 2)) / ctx.W0.norm(dim=(1, 2)).clamp_min(1e-30)
-        A = st["YtF"]                                                 # ỸᵀF: (B, M, K)
-        node_energy = 0.5 * A.square().sum(1)                         # (B, K)
+        N, n, M = st["counts"], st["n"], self.order
+        if self.samples:                               # Ỹ = Y − 1πᵀ, π = N/n
+            pi = (N / n)[:, :, None]
+            A = st["YF"] - pi * st["sF"][:, None, :]
+            YtG = st["YG"] - pi * st["sG"][:, None, :]
+            YtY = torch.diag_embed(N) - N[:, :, None] * N[:, None, :] / n
+            G2, oneG = st["G2"], st["sG"]
+            if self.v is not None:                     # G_F = P⊥₁H, H = G_train − (Fv)vᵀ/M (module doc)
+                v = self.v.to(A.dtype)
+                YtG = YtG - (A * v[:, None, :]).sum(-1, keepdim=True) * v[:, None, :] / M
+                G2 = G2 - 2 * st["GvFv"] / M + st["FvFv"] * v.square().sum(-1) / M**2
+                oneG = oneG - (st["sF"] * v).sum(-1, keepdim=True) * v / M
+            G2 = G2 - oneG.square().sum(-1) / n
+        else:                                          # Ỹ = Y − 11ᵀ/M
+            A = st["YF"] - st["sF"][:, None, :] / M
+            YtG = st["YG"] - st["sG"][:, None, :] / M
+            YtY = torch.diag_embed(N) - (N[:, :, None] + N[:, None, :]) / M + n / M**2
+            G2 = st["G2"]
+        return A, YtG, YtY, G2
+
+    def _gradient_columns(self) -> dict[str, torch.Tensor]:
+        A, YtG, YtY, G2 = self._label_products()
+        out = {"grad_norm": G2.clamp_min(0).sqrt()}
+        node_energy = 0.5 * A.square().sum(1)                        # (B, K)
         out["energy_mean"], out["energy_max"] = node_energy.mean(-1), node_energy.max(-1).values
         # cos(G, ỸA) with ⟨G, ỸA⟩ = ⟨ỸᵀG, A⟩ and ‖ỸA‖² = ⟨A, (ỸᵀỸ)A⟩ — no (n, K) temporary
-        dot = (st["YtG"] * A).sum((1, 2))
-        # ỸᵀỸ = diag(N) − (N1ᵀ + 1Nᵀ)/M + n/M² (N: label counts), from the counts alone
-        N, n_rows, M = st["counts"], st["n"], self.order
-        YtY = torch.diag_embed(N) - (N[:, :, None] + N[:, None, :]) / M + n_rows / M**2
+        dot = (YtG * A).sum((1, 2))
         norm_s2 = ((YtY @ A) * A).sum((1, 2)).clamp_min(0).sqrt()
         out["stage2_cosine"] = dot / (out["grad_norm"] * norm_s2).clamp_min(1e-30)
-        # centred Gram of the sampled nodes: F̃ᵀF̃ = ΣffᵀG − n μμᵀ
+        return out
+
+    def _weight_columns(self, ctx: EvalContext) -> dict[str, torch.Tensor]:
+        W, V = ctx.params["W"], ctx.params["V"]
+        out = {"w_drift": (W - ctx.W0).norm(dim=(1, 2)) / ctx.W0.norm(dim=(1, 2)).clamp_min(1e-30)}
+        if ctx.V0 is not None:
+            v0 = ctx.V0.norm(dim=(1, 2))
+            drift = (V - ctx.V0).norm(dim=(1, 2)) / v0.clamp_min(1e-30)
+            out["v_drift"] = torch.where(v0 > 0, drift, torch.full_like(drift, float("nan")))
+        else:
+            out["v_drift"] = torch.full((W.shape[0],), float("nan"), dtype=W.dtype, device=W.device)
+        return out
+
+    def _gram_columns(self, ctx: EvalContext) -> dict[str, torch.Tensor]:
+        st = self.stats
         n = st["n"]
-        mean = st["s1"] / n
-        gram = st["s2"] - n * mean[:, :, None] * mean[:, None, :]
-        d = gram.diagonal(dim1=1, dim2=2).abs()
-        k = gram.shape[-1]
-        off = (gram.abs().sum((1, 2)) - d.sum(-1)) / max(k * (k - 1), 1)
-        out["offdiag_ratio"] = off / d.mean(-1).clamp_min(1e-30)
-        if self.full:
-            stats = gram_statistics(ctx.features.F)
-            out["offdiag_ratio"] = stats["offdiag"] / stats["diag"].clamp_min(1e-30)
-            out["ntk_distance"] = stats["ntk_distance"]
-        if self.components is not None:
-            s = spectrum_summary(W, self.components, self.operands, active_mass=ACTIVE_MASS)
-            out["n_active"] = s.n_active.to(torch.float64)
-            out["coverage"] = s.coverage.to(torch.float64)
-            out["mean_dominant_fraction"] = s.mean_dominant_fraction
-            out["diversity"] = s.diversity
-            concentrated = (s.dominant_fraction >= 0.9) & s.active
-            out["concentrated_fraction"] = concentrated.sum(-1) / s.n_active.clamp_min(1)
+        mean = st["sFs"] / n
+        gram = st["gram"]
+        centred = gram - n * mean[:, :, None] * mean[:, None, :]      # F̃ᵀF̃ = FᵀF − nμμᵀ
+        d = centred.diagonal(dim1=1, dim2=2).abs()
+        k = centred.shape[-1]
+        off = (centred.abs().sum((1, 2)) - d.sum(-1)) / max(k * (k - 1), 1)
+        out = {"offdiag_ratio": off / d.mean(-1).clamp_min(1e-30)}
+        out.update(self._ridge_columns(ctx, gram))
+        return out
+
+    def _ridge_columns(self, ctx: EvalContext, gram: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Distance of V from V_ridge = (FᵀF + λI)⁻¹FᵀỸ_classes, λ = nη/2 (module docstring)."""
+        V = ctx.params["V"]
+        B, K, M = V.shape
+        nan = torch.full((B,), float("nan"), dtype=torch.float64, device=V.device)
+        st = self.stats
+        if not self.mse or gram.shape[-1] != K:
+            return {"ridge_distance": nan, "ridge_output_distance": nan}
+        lam = ctx.weight_decay.to(torch.float64) * float(st["n"]) / 2.0           # (B,)
+        ok = lam > 0
+        G = gram.to(torch.float64)
+        G = G + torch.where(ok, lam, torch.ones_like(lam))[:, None, None] * torch.eye(K, dtype=G.dtype, device=G.device)
+        FtY = (st["YF"] - st["sF"][:, None, :] / M).transpose(1, 2).to(torch.float64)   # FᵀỸ_classes (B, K, M)
+        L, info = torch.linalg.cholesky_ex(G)
+        Vr = torch.cholesky_solve(FtY, L)
+        Vd = V.to(torch.float64)
+        dist = (Vd - Vr).norm(dim=(1, 2)) / Vr.norm(dim=(1, 2)).clamp_min(1e-300)
+        delta = Vd - Vd.mean(-1, keepdim=True) - Vr                  # outputs are seen through P⊥_M
+        raw = gram.to(torch.float64)
+        out_num = ((raw @ delta) * delta).sum((1, 2)).clamp_min(0)
+        out_den = ((raw @ Vr) * Vr).sum((1, 2)).clamp_min(1e-300)
+        good = ok & (info == 0)
+        return {"ridge_distance": torch.where(good, dist, nan),
+                "ridge_output_distance": torch.where(good, (out_num / out_den).sqrt(), nan)}
+
+    def _spectrum_columns(self, ctx: EvalContext) -> dict[str, torch.Tensor]:
+        W = ctx.params["W"]
+        s = spectrum_summary(W, self.components, self.operands, active_mass=ACTIVE_MASS)
+        out = {"n_active": s.n_active.to(torch.float64), "coverage": s.coverage.to(torch.float64),
+               "mean_dominant_fraction": s.mean_dominant_fraction, "diversity": s.diversity}
+        concentrated = (s.dominant_fraction >= 0.9) & s.active
+        out["concentrated_fraction"] = concentrated.sum(-1) / s.n_active.clamp_min(1)
+        grads = ctx.grads
+        if grads is not None and "W" in grads:
+            energy = component_energy(grads["W"].to(torch.float64), self.components, self.operands)[:, 1:]
+            dims = torch.as_tensor(component_dimensions(self.components), dtype=torch.float64)[1:].to(energy.device)
+            missing = (s.learned_histogram[:, 1:] == 0).to(torch.float64)      # (B, C−1): no learned node
+            share = (energy * missing).sum(-1) / energy.sum(-1).clamp_min(1e-300)
+            base = (missing * dims).sum(-1) / dims.sum()
+            none_missing = missing.sum(-1) == 0
+            nan = torch.full_like(share, float("nan"))
+            out["grad_missing_share"] = torch.where(none_missing, nan, share)
+            out["missing_share"] = torch.where(none_missing, nan, base)
         return out
 
 
@@ -131,4 +245,4 @@ def hooks_for(config, task) -> tuple:
     """The diagnostics hooks a config asks for (none for `--diagnostics off`)."""
     if config.diagnostics == "off":
         return ()
-    return (Diagnostics(config.diagnostics, task, config.layers),)
+    return (Diagnostics(config.diagnostics, task, config.layers, config.centring, config.loss),)

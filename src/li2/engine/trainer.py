@@ -44,6 +44,8 @@ class EvalContext:
     weight_decay: torch.Tensor      # (B,)
     task: Task
     config: TrainConfig
+    grads: dict[str, torch.Tensor] | None = None   # the training loss's gradients at this step (like params)
+    V0: torch.Tensor | None = None                 # V at initialisation (B, K, M)
 
 
 class DiagnosticsHook(Protocol):
@@ -96,6 +98,7 @@ class Trainer:
                              config.top_init_scale, self.dtype) for s in self.seeds]
         self.params = {k: torch.stack([p[k] for p in inits]).to(device) for k in inits[0]}
         self.W0 = self.params["W"].clone()
+        self.V0 = self.params["V"].clone()     # not checkpointed: the init is a function of the seed
         per_model = lambda vals, default: torch.tensor(vals if vals is not None else [default] * b,
                                                        dtype=torch.float64, device=device)
         self.lr = per_model(lr, config.lr)
@@ -151,7 +154,7 @@ class Trainer:
                 if not final:
                     self._check_finite(train_eval.loss)
                 if evaluating:
-                    self._evaluate(step, train_eval, feats, final)
+                    self._evaluate(step, train_eval, feats, final, grads)
                 if final or not bool(self.active.any()):
                     break
                 self._update(grads)
@@ -179,7 +182,8 @@ class Trainer:
         if self.ridge:
             with torch.no_grad():
                 F = self.model.features(self.params, self.train.rows)
-                self.params["V"].copy_(ridge_top_layer(F, self.train.targets, self.ridge_lambda))
+                # class centring: the minimiser of this run's own loss (not the paper's sample-centred one)
+                self.params["V"].copy_(ridge_top_layer(F, self.train.targets, self.ridge_lambda, centring="classes"))
 
     def _maybe_snapshot(self, step: int) -> None:
         if step in self.snap_steps or step >= self.config.steps:
@@ -195,7 +199,7 @@ class Trainer:
         on_block = None
         if evaluating and self.block_hooks:
             for hook in self.block_hooks:
-                hook.reset()
+                hook.reset(self.params)
             on_block = self._on_block
         return self.model.loss_and_grads(self.params, self.train, need_F=self.want_F and evaluating,
                                          need_acc=evaluating, on_block=on_block)
@@ -212,7 +216,8 @@ class Trainer:
             self.opt.step(self.params, grads, self.active)
 
     # -- one evaluation ------------------------------------------------------------------------
-    def _evaluate(self, step: int, train_eval: Evaluation, feats: Features | None, final: bool) -> None:
+    def _evaluate(self, step: int, train_eval: Evaluation, feats: Features | None, final: bool,
+                  grads: dict[str, torch.Tensor] | None = None) -> None:
         """Test split, diagnostics hooks, one metrics row per running model, early stop."""
         self._tick()
         test_eval = self.model.evaluate(self.params, self.test) if self.test is not None else None
@@ -224,7 +229,7 @@ class Trainer:
         }
         if self.hooks:
             ctx = EvalContext(step, self.model, self.params, self.W0, self.train, feats, self.weight_decay,
-                              self.task, self.config)
+                              self.task, self.config, grads, self.V0)
             for hook in self.hooks:
                 cols.update(hook(ctx))
         cols = {k: v.detach().double().cpu().tolist() for k, v in cols.items()}

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..algebra.representations import isotypic_components
-from ..task import make_task, split
+from ..task import DEFAULT_CENTRING, make_task, split
 from .landscape import activation_fns, ascend_energy, few_threads
 from .spectra import node_spectrum
 
@@ -112,11 +112,12 @@ def predicted_max_energy(group, train_ratio: float, activation: str, operands: i
 def energy_landscape(group, train_ratio: float, activation: str = "sqr", restarts: int = 64, seed: int = 0,
                      operands: int = 2, tol: float = 1e-6, max_iter: int = 5000, radius: float = 1.0,
                      irrep_threshold: float = 0.9, memo_threshold: float = 2.0, components=None,
-                     return_maxima: bool = False) -> dict:
+                     return_maxima: bool = False, centring: str = DEFAULT_CENTRING) -> dict:
     """Find maxima of E by ascent from `restarts` random starts on the training rows
     split(N, train_ratio, seed) and classify them. Returns a JSON-ready dict.
+    E uses Ỹ centred by `centring` ("samples": the paper's P⊥₁Y, default; "classes": Y − 1/M).
 
-    Keys: group, order, operands, activation, train_ratio, n_train, restarts, iterations (max over
+    Keys: group, order, operands, activation, centring, train_ratio, n_train, restarts, iterations (max over
     restarts), converged (count), max_energy, mean_energy, predicted_max_energy, irrep_fraction,
     memorization_fraction, other_fraction, component_histogram (name → count among irrep-like maxima),
     component_names, and per maximum: energies, labels, dominant_fraction (smallest per-block fraction
@@ -135,7 +136,7 @@ def energy_landscape(group, train_ratio: float, activation: str = "sqr", restart
         note = "not a group: maxima are not classified by irreps (only memorisation vs other)"
     with few_threads(restarts * inputs.numel()):
         res = ascend_energy(inputs, labels, group.order, activation, restarts, seed=seed + 1, radius=radius,
-                            tol=tol, max_iter=max_iter)
+                            tol=tol, max_iter=max_iter, centring=centring)
         cls = classify_maxima(res.w, components, inputs, group.order, activation, irrep_threshold, memo_threshold)
     labs = cls["labels"]
     hist: dict[str, int] = {}
@@ -150,6 +151,7 @@ def energy_landscape(group, train_ratio: float, activation: str = "sqr", restart
         "order": group.order,
         "operands": operands,
         "activation": activation,
+        "centring": centring,
         "train_ratio": train_ratio,
         "n_train": int(labels.shape[0]),
         "restarts": R,

@@ -3,19 +3,34 @@ statistics of the features (docs/theory.md, Stage I; SPEC §2, §8).
 
 Conventions
 -----------
-* F: (B, n, K) or (n, K) hidden activations on the training rows; Ỹ: (…, n, M) centred targets
-  (rows sum to 0, `task.centred_targets`); λ: float or (B,) tensor.
-* Sign and scale of G_F: with the *summed* loss L = ½ Σ_i ‖P⊥1 o_i − ỹ_i‖²,
-  G_F = −∂L/∂F = P⊥1(Ỹ − F V) Vᵀ, i.e. the direction F (and so W) moves under gradient descent.
-  The trainer's mean loss (1/n) Σ_i ‖·‖² has gradient −(2/n) G_F.
-* Centring *(derived)*: ỸP⊥1 = Ỹ, so the ridge problem with P⊥1 inside the loss has the same
-  minimiser as plain ridge (the V1 part of V only adds to the penalty). At V_ridge the output rows
-  already sum to 0 (V_ridge 1 = (FᵀF+λI)⁻¹FᵀỸ1 = 0), so P⊥1 is a no-op there; it only matters for
-  an arbitrary V (e.g. during Adam training).
+* F: (B, n, K) or (n, K) hidden activations on the training rows; Y: (…, n, M) targets — one-hot or
+  either centred form (every function centres them itself, so all three give the same result);
+  λ: float or (B,) tensor.
+* Two definitions of Ỹ and F̃, chosen by `centring` (li2.task.Centring; default "samples"):
+    "samples"  the paper's: Ỹ = P⊥₁Y, F̃ = P⊥₁F with P⊥₁ = I_n − 11ᵀ/n over the n training rows
+               (Ỹ entries y_ic − n_c/n). Loss ½‖P⊥₁(Y − FV)‖², so
+               V_ridge = (F̃ᵀF̃ + λI)⁻¹F̃ᵀỸ, G_F = P⊥₁(Y − FV)Vᵀ,
+               G_F(V_ridge) = λ(F̃F̃ᵀ + λI)⁻¹ỸỸᵀF̃(F̃ᵀF̃ + λI)⁻¹            (paper Eqs. 2, 4).
+    "classes"  the reference code's loss, which li2 trains with: Ỹ = Y − 11ᵀ/M (each row over the
+               M classes), F uncentred, outputs centred over classes: loss ½Σ_i‖P⊥_M o_i − ỹ_i‖², so
+               V_ridge = (FᵀF + λI)⁻¹FᵀỸ, G_F = (Ỹ − FVP⊥_M)Vᵀ,
+               G_F(V_ridge) = λ(FFᵀ + λI)⁻¹ỸỸᵀF(FᵀF + λI)⁻¹                   (SPEC §2, derived).
+  At full data both Ỹ coincide (n_c/n = 1/M), and so do ỸỸᵀF and the energies; the ridge
+  quantities still differ, since FᵀF = F̃ᵀF̃ + nμμᵀ (μ the sample mean of F's rows): the class form
+  keeps the sample-mean direction of F inside the inverses.
+  `--top-layer ridge` training uses "classes": it is the exact Stage-I limit of the run's own loss.
+* Sign and scale of G_F: with the *summed* loss, G_F = −∂L/∂F, the direction F (and so W) moves
+  under gradient descent. The trainer's mean loss (1/n) Σ_i ‖·‖² has gradient −(2/n) G_F.
+* Class centring *(derived)*: ỸP⊥_M = Ỹ, so the ridge problem with P⊥_M inside the loss has the
+  same minimiser as plain ridge (the V1 part of V only adds to the penalty). At V_ridge the output
+  rows already sum to 0 (V_ridge 1 = (FᵀF+λI)⁻¹FᵀỸ1 = 0), so P⊥_M is a no-op there; it only
+  matters for an arbitrary V (e.g. during Adam training).
 """
 from __future__ import annotations
 
 import torch
+
+from ..task import CENTRINGS, DEFAULT_CENTRING
 
 # ---------------------------------------------------------------------------------------------
 # Stage I: ridge top layer and backpropagated gradients (SPEC §2)
@@ -41,15 +56,38 @@ def _shifted_cholesky(A: torch.Tensor, lam) -> torch.Tensor:
     return L
 
 
-def _ridge_parts(F: torch.Tensor, Y: torch.Tensor, lam, compute_dtype):
-    """(F, Y, V, Z) in the compute dtype; Z = (FFᵀ + λI)⁻¹Ỹ when the n×n side was solved, else None.
+def center_samples(A: torch.Tensor) -> torch.Tensor:
+    """P⊥₁ over the sample axis: A (…, n, m) − its mean over the n rows."""
+    return A - A.mean(dim=-2, keepdim=True)
+
+
+def center_targets(Y: torch.Tensor, centring: str = DEFAULT_CENTRING) -> torch.Tensor:
+    """Ỹ of Y (…, n, M): P⊥₁Y ("samples", mean over rows removed) or Y − row means ("classes")."""
+    if centring == "samples":
+        return center_samples(Y)
+    if centring == "classes":
+        return center_rows(Y)
+    raise ValueError(f"unknown centring '{centring}': choose one of {', '.join(CENTRINGS)}")
+
+
+def centred(F: torch.Tensor, Y: torch.Tensor, centring: str = DEFAULT_CENTRING):
+    """(F, Ỹ) as the chosen definition uses them: "samples" → (F̃, P⊥₁Y); "classes" → (F, Y − row means)."""
+    Yc = center_targets(Y, centring)
+    return (center_samples(F) if centring == "samples" else F), Yc
+
+
+def _ridge_parts(F: torch.Tensor, Y: torch.Tensor, lam, compute_dtype, centring: str):
+    """(F, Y, V, Z) in the compute dtype, F and Y centred by `centring`; Z = (FFᵀ + λI)⁻¹Ỹ when the
+    n×n side was solved, else None.
 
     Solves the SMALLER of the two SPD systems by Cholesky (never an SVD):
       K ≤ n:  V = (FᵀF + λI)⁻¹ FᵀỸ                 (K×K)
       K > n:  V = Fᵀ (FFᵀ + λI)⁻¹ Ỹ                 (n×n, push-through identity)
+    (F here is F̃ for "samples".)
     """
     if compute_dtype is not None:
         F, Y = F.to(compute_dtype), Y.to(compute_dtype)
+    F, Y = centred(F, Y, centring)
     n, K = F.shape[-2], F.shape[-1]
     if K <= n:
         L = _shifted_cholesky(F.mT @ F, lam)
@@ -66,20 +104,23 @@ def _residual(F, Y, V, Z, lam):
     return _lam_view(lam, Z.ndim, Z) * Z
 
 
-def ridge_top_layer(F: torch.Tensor, Y: torch.Tensor, lam, compute_dtype=torch.float64) -> torch.Tensor:
-    """V = (FᵀF + λI)⁻¹ FᵀỸ.  F: (B, n, K) or (n, K); Y: (…, n, M); λ: float or (B,) → V: (…, K, M).
+def ridge_top_layer(F: torch.Tensor, Y: torch.Tensor, lam, compute_dtype=torch.float64,
+                    centring: str = DEFAULT_CENTRING) -> torch.Tensor:
+    """V_ridge: (F̃ᵀF̃ + λI)⁻¹F̃ᵀỸ ("samples") or (FᵀF + λI)⁻¹FᵀỸ ("classes").
+    F: (B, n, K) or (n, K); Y: (…, n, M); λ: float or (B,) → V: (…, K, M).
 
     Runs in `compute_dtype`, float64 by default: the Stage-I residual lives exactly in the
     small-eigenvalue part of the Gram, which float32 resolves only while λ is not tiny next to ‖F‖²
     (measured at M = 71, p = 0.4, K = 1024–4096, λ = 0.2: float32 is 1–2e-5 relative off and
     ~1.6× faster on CPU). Pass compute_dtype=None to stay in F's dtype. The result has F's dtype.
     """
-    return _ridge_parts(F, Y, lam, compute_dtype)[2].to(F.dtype)
+    return _ridge_parts(F, Y, lam, compute_dtype, centring)[2].to(F.dtype)
 
 
-def ridge_residual(F: torch.Tensor, Y: torch.Tensor, lam, compute_dtype=torch.float64) -> torch.Tensor:
-    """Ỹ − F V_ridge = λ (FFᵀ + λI)⁻¹ Ỹ  *(derived)*: (…, n, M)."""
-    Fc, Yc, V, Z = _ridge_parts(F, Y, lam, compute_dtype)
+def ridge_residual(F: torch.Tensor, Y: torch.Tensor, lam, compute_dtype=torch.float64,
+                   centring: str = DEFAULT_CENTRING) -> torch.Tensor:
+    """Ỹ − F̃ V_ridge = λ (F̃F̃ᵀ + λI)⁻¹ Ỹ ("samples"; F for "classes") *(derived)*: (…, n, M)."""
+    Fc, Yc, V, Z = _ridge_parts(F, Y, lam, compute_dtype, centring)
     return _residual(Fc, Yc, V, Z, lam).to(F.dtype)
 
 
@@ -88,28 +129,34 @@ def center_rows(O: torch.Tensor) -> torch.Tensor:
     return O - O.mean(dim=-1, keepdim=True)
 
 
-def backprop_gradient(F: torch.Tensor, V: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    """G_F = P⊥1(Ỹ − F V) Vᵀ: (…, n, K), the NEGATIVE gradient of ½ Σ_i ‖P⊥1 o_i − ỹ_i‖² wrt F.
+def backprop_gradient(F: torch.Tensor, V: torch.Tensor, Y: torch.Tensor,
+                      centring: str = DEFAULT_CENTRING) -> torch.Tensor:
+    """G_F = −∂L/∂F at any V: (…, n, K). F: (…, n, K), V: (…, K, M), Y: (…, n, M).
 
-    F: (…, n, K), V: (…, K, M), Y: (…, n, M) with rows summing to 0.
+    "samples": P⊥₁(Y − FV)Vᵀ, L = ½‖P⊥₁(Y − FV)‖² (paper Eq. 2);
+    "classes": (Ỹ − FVP⊥_M)Vᵀ, L = ½Σ_i‖P⊥_M o_i − ỹ_i‖² (the loss li2 trains with).
     """
-    return center_rows(Y - F @ V) @ V.mT
+    return center_targets(Y - F @ V, centring) @ V.mT
 
 
-def backprop_gradient_at_ridge(F: torch.Tensor, Y: torch.Tensor, lam, compute_dtype=torch.float64) -> torch.Tensor:
-    """G_F at V = V_ridge: λ (FFᵀ + λI)⁻¹ Ỹ Ỹᵀ F (FᵀF + λI)⁻¹ = residual · V_ridgeᵀ: (…, n, K).
+def backprop_gradient_at_ridge(F: torch.Tensor, Y: torch.Tensor, lam, compute_dtype=torch.float64,
+                               centring: str = DEFAULT_CENTRING) -> torch.Tensor:
+    """G_F at V = V_ridge = residual · V_ridgeᵀ: (…, n, K);
+    λ(F̃F̃ᵀ + λI)⁻¹ỸỸᵀF̃(F̃ᵀF̃ + λI)⁻¹ ("samples", paper Eq. 4) or the same with F ("classes").
 
-    By the envelope theorem this is also −∂/∂F of min_V [½‖FV − Ỹ‖² + ½λ‖V‖²] (P⊥1 is a no-op
-    at V_ridge, see module docstring). Evaluated as R Vᵀ with R = ridge residual, never forming
-    both inverses.
+    By the envelope theorem this is also −∂/∂F of min_V [½‖F̃V − Ỹ‖² + ½λ‖V‖²] (with F for
+    "classes", where P⊥_M is a no-op at V_ridge, see module docstring). Evaluated as R Vᵀ with
+    R = ridge residual, never forming both inverses.
     """
-    Fc, Yc, V, Z = _ridge_parts(F, Y, lam, compute_dtype)
+    Fc, Yc, V, Z = _ridge_parts(F, Y, lam, compute_dtype, centring)
     return (_residual(Fc, Yc, V, Z, lam) @ V.mT).to(F.dtype)
 
 
-def stage2_gradient(F: torch.Tensor, Y: torch.Tensor, lam) -> torch.Tensor:
-    """Node-wise Stage-II form λ Ỹ Ỹᵀ F: (…, n, K), evaluated as λ Ỹ (ỸᵀF) (O(nMK), no n×n)."""
-    return _lam_view(lam, F.ndim, F) * (Y @ (Y.mT @ F))
+def stage2_gradient(F: torch.Tensor, Y: torch.Tensor, lam, centring: str = DEFAULT_CENTRING) -> torch.Tensor:
+    """Node-wise Stage-II form λ Ỹ Ỹᵀ F: (…, n, K), evaluated as λ Ỹ (ỸᵀF) (O(nMK), no n×n).
+    Ỹ by `centring`; for "samples" ỸᵀF = ỸᵀF̃ (P⊥₁ is idempotent)."""
+    Yc = center_targets(Y, centring)
+    return _lam_view(lam, F.ndim, F) * (Yc @ (Yc.mT @ F))
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
