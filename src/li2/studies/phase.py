@@ -9,7 +9,16 @@ Per group order M:
 fitted by penalised maximum likelihood over all seeds (z₀, s centre and scale ln p over that M's
 grid so the penalty means the same for every grid). The 50% point is
     p_c(M) = exp(z₀ + s·(−a/b)).
-A bootstrap over runs of that M gives a percentile 95% CI.
+Its 95% CI is the profile-likelihood interval of li2.studies.intervals.pc_interval: for separated
+data (seeds agree) it contains the whole gap between the highest all-fail and the lowest
+all-success ratio plus what the number of seeds leaves open; a bootstrap over runs cannot see the
+gap (every resample has the same one) and gave intervals inside one grid gap that missed the truth.
+
+The constant c of p_c = c·ln M / M (keys c, c_ci) is fitted over the bracketed M by the
+random-effects profile likelihood of li2.studies.intervals.fit_constant: each M weighted by its own
+likelihood (so by its uncertainty), with the scatter between M (τ) as a free parameter and a
+Student-calibrated cut-off, so c_ci includes both. The least-squares c of the form comparison below
+is kept as c_unweighted.
 
 Across the M's whose transition is inside the sampled grid ("bracketed"), least squares on p_c
 (linear space) for the forms
@@ -17,7 +26,9 @@ Across the M's whose transition is inside the sampled grid ("bracketed"), least 
     a·M^(−b)·ln M           (free exponent: the d_k / log-factor question)
     c'/√M
     a·M^(−b)                (free power law)
-each scored by R² = 1 − Σ(p_c − f)² / Σ(p_c − mean p_c)² on p_c itself, so the forms compare.
+each scored by R² = 1 − Σ(p_c − f)² / Σ(p_c − mean p_c)² on p_c itself, so the forms compare;
+their parameter CIs come from joint draws of each M's normalised profile likelihood (which spread
+over the gap), refitted by least squares; they do not include the scatter between M.
 """
 from __future__ import annotations
 
@@ -33,6 +44,7 @@ from ..store import jsonable, read_parquet, write_json
 from ..task import REFERENCE_C
 from ..theory.scaling import FORMS, form_values
 from ..views.study_figures import phase_figure
+from .intervals import draws, fit_constant, pc_interval
 
 # Ridge on the logistic slope only. Without it perfectly separated data (a deterministic step,
 # common when seeds agree) sends the slope to infinity; with it the slope stays finite and the
@@ -80,7 +92,7 @@ def _analyse_order(df: pd.DataFrame, threshold: float, n_boot: int, rng: np.rand
     y = (df["final_test_acc"].to_numpy(float) >= threshold).astype(float)
     ratios = np.unique(p)
     lnp = np.log(p)
-    # centre/scale from the grid, fixed for the bootstrap so every draw solves the same problem
+    # centre/scale ln p by the grid so the slope penalty means the same on every grid
     z0 = float(np.mean(np.log(ratios)))
     s = float(np.std(np.log(ratios))) or 1.0
     z = (lnp - z0) / s
@@ -100,7 +112,7 @@ def _analyse_order(df: pd.DataFrame, threshold: float, n_boot: int, rng: np.rand
         "slope_per_ln_p": None,
         "grid_bracket": None,
         "n_boot_valid": 0,
-        "boot": [],  # per-draw p_c (NaN for degenerate draws); consumed by the scaling CIs
+        "boot": [],  # p_c draws from the profile likelihood; consumed by the alternative forms' CIs
     }
     if len(ratios) < 2:
         out["reason"] = "single_ratio"
@@ -131,20 +143,17 @@ def _analyse_order(df: pd.DataFrame, threshold: float, n_boot: int, rng: np.rand
     k = int(np.searchsorted(ratios, pc))
     out["grid_bracket"] = [float(ratios[k - 1]), float(ratios[k])]
 
-    # Bootstrap over runs of this M. A draw that loses every success (or every failure) has no
-    # midpoint; it is NaN and left out of the percentiles, with the valid count reported.
-    n = len(y)
-    boot = np.full(n_boot, np.nan)
-    for j in range(n_boot):
-        idx = rng.integers(0, n, n)
-        zm_j, b_j = _fit_midpoint(z[idx], y[idx])
-        if np.isfinite(zm_j) and b_j > 0:
-            boot[j] = math.exp(z0 + s * zm_j)
-    valid = boot[np.isfinite(boot)]
-    out["n_boot_valid"] = int(valid.size)
-    if valid.size >= 2:
-        out["ci"] = [float(np.percentile(valid, 2.5)), float(np.percentile(valid, 97.5))]
-    out["boot"] = boot
+    # The interval: profile likelihood in ln p (li2.studies.intervals), never narrower than the gap.
+    interval = pc_interval(p, y)
+    lo, hi = interval["ci"]
+    out["ci"] = [min(lo, pc), max(hi, pc)]
+    out["ci_method"] = "profile likelihood (logistic in ln p), contains the all-fail/all-success gap"
+    out["ci_open"] = interval["ci_open"]
+    out["gap"] = interval["gap"]
+    out["profile"] = interval["profile"]
+    # draws from the normalised profile likelihood: they spread over the gap, unlike a run bootstrap
+    out["boot"] = draws(interval["profile"], n_boot, rng)
+    out["n_boot_valid"] = int(n_boot)
     return out
 
 
@@ -233,9 +242,17 @@ def _scaling(orders: list[int], per_m: dict, n_boot: int, seed: int, reference_c
 
     c_form = forms["c*ln(M)/M"]
     ref_r2 = _r2(pc, reference_c * np.log(m) / m)
+    weighted = fit_constant([per_m[o]["profile"] for o in orders], np.log(np.log(m) / m))
+    if any(weighted["ci_open"]):
+        notes.append("the CI of c reaches the end of the likelihood grid on one side: c is bounded on one side only")
     return {
-        "c": c_form["params"]["c"],
-        "c_ci": c_form["params_ci"]["c"] if c_form["params_ci"] else None,
+        "c": weighted["c"],
+        "c_ci": weighted["ci"],
+        "c_method": ("random-effects profile likelihood over the bracketed M (each weighted by its own "
+                     "likelihood; scatter between M τ profiled; Student-calibrated cut-off)"),
+        "c_scatter_tau": weighted["tau"],
+        "c_unweighted": c_form["params"]["c"],
+        "c_unweighted_ci": c_form["params_ci"]["c"] if c_form["params_ci"] else None,
         "r2": c_form["r2"],
         "reference_r2": ref_r2,
         "alternatives": forms,
@@ -259,8 +276,10 @@ def analyse_phase(
     """p_c(M) per group order and the scaling fits; a JSON-serialisable dict (see module doc).
 
     Keys: success_threshold, n_runs_total/used/dropped_nan (+ dropped_by_status when a `status`
-    column exists), pc {str(M): {...}}, bracketed, bracketed_orders, unbracketed_orders, c, c_ci,
-    r2, reference_c, reference_r2, alternatives, preferred, preferred_adjusted, note.
+    column exists), pc {str(M): {estimate, ci, ci_method, ci_open, gap, bracketed, reason, …}},
+    bracketed, bracketed_orders, unbracketed_orders, c, c_ci (weighted, module doc), c_method,
+    c_scatter_tau, c_unweighted (least squares) and its CI, r2 (of the least-squares c·ln M/M),
+    reference_c, reference_r2, alternatives, preferred, preferred_adjusted, note.
     """
     required = {"order", "train_ratio", "final_test_acc"}
     missing = required - set(results.columns)
@@ -296,8 +315,8 @@ def analyse_phase(
         out.update(_scaling(inside, per_m, n_boot, seed, reference_c))
     else:
         out.update(
-            c=None, c_ci=None, r2=None, reference_r2=None, alternatives=None, preferred=None,
-            preferred_adjusted=None,
+            c=None, c_ci=None, c_method=None, c_scatter_tau=None, c_unweighted=None, c_unweighted_ci=None,
+            r2=None, reference_r2=None, alternatives=None, preferred=None, preferred_adjusted=None,
             note=f"{len(inside)} bracketed M (need >= 2): widen the ratio grids so p_c lies inside them",
         )
     if out["unbracketed_orders"]:
@@ -306,7 +325,8 @@ def analyse_phase(
         out["note"] = f"{out['note']}; {extra}" if out["note"] else extra
 
     for r in per_m.values():
-        del r["boot"]  # internal; the CI summarises it
+        r.pop("boot", None)      # internal; the CI summarises them
+        r.pop("profile", None)
     out["pc"] = {str(o): r for o, r in per_m.items()}
     return jsonable(out)
 
