@@ -68,8 +68,9 @@ def print_phase(analysis: dict) -> None:
     if analysis.get("c") is not None:
         lo, hi = analysis["c_ci"] or (None, None)
         typer.echo(f"fit p_c = c·ln M/M: c = {_fmt(analysis['c'], 4)}  95% CI [{_fmt(lo, 4)}, {_fmt(hi, 4)}]  "
-                   f"R² = {_fmt(analysis['r2'])}  (reference c = {analysis['reference_c']:g}, "
-                   f"R² = {_fmt(analysis.get('reference_r2'))})")
+                   f"(weighted by each p_c's likelihood, scatter between M τ = {_fmt(analysis.get('c_scatter_tau'))}); "
+                   f"least squares c = {_fmt(analysis.get('c_unweighted'), 4)}, R² = {_fmt(analysis['r2'])}  "
+                   f"(reference c = {analysis['reference_c']:g}, R² = {_fmt(analysis.get('reference_r2'))})")
         for name, form in (analysis.get("alternatives") or {}).items():
             typer.echo(f"  {name:<14} R² = {_fmt(form['r2'])}  adjusted R² = {_fmt(form.get('r2_adj'))}")
         typer.echo(f"preferred form: {analysis.get('preferred')} (adjusted: {analysis.get('preferred_adjusted')})")

@@ -26,12 +26,15 @@ with, Ỹ = Y − 1/M and G_F = (Ỹ − FVP⊥_M)Vᵀ, the gradient the trainin
     n_active, coverage, mean_dominant_fraction, diversity, concentrated_fraction
                          node spectra (groups only, M ≤ 400); active nodes are the fewest holding 90% of
                          Σ‖w_j‖²; concentrated_fraction = share of them with one component ≥ 90% of ‖w_j‖²
-    grad_missing_share   share of the training gradient ∂L/∂W's squared norm (non-trivial components
-                         only) that lies in irreps no learned node covers yet (top-down modulation,
-                         Thm 7), and
-    missing_share        the share of non-trivial dimensions those irreps hold (what a gradient spread
-                         evenly would give). grad_missing_share > missing_share: the gradient
-                         concentrates on the missing irreps. NaN when every irrep is covered.
+    grad_missing_share   top-down modulation (Thm 7): G_F = R Vᵀ (R the residual, by centring) split by
+                         the irreps of the OUTPUT space, G_k = R P_k Vᵀ (P_k the isotypic projectors on
+                         the M classes), and the share Σ_{k missing}‖G_k‖² / Σ_{k≠0}‖G_k‖² held by irreps
+                         that no learned node covers yet (node spectra of W). From the accumulated
+                         statistics: RᵀR = ỸᵀỸ − AV − VᵀAᵀ + VᵀCV (A = ỸᵀF, C = F̃ᵀF̃ or FᵀF), and
+                         ‖G_k‖² = ⟨P_k RᵀR P_k, VᵀV⟩ — no (n, K) tensor;
+    missing_share        the share of non-trivial dimensions those irreps hold (what a G_F spread evenly
+                         would give). grad_missing_share > missing_share: G_F concentrates on the missing
+                         irreps. Both NaN when every irrep is covered or K > MAX_GRAM_WIDTH.
 `--diagnostics full` adds ntk_distance = ‖FFᵀ − (aI + b11ᵀ)‖/‖FFᵀ‖ for the best a, b, computed
 without forming the n×n matrix.
 Cost of `basic`: two (M×c)·(c×K) products and a K×K Gram per block of the evaluation step's own pass,
@@ -42,11 +45,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 from ..task import DEFAULT_CENTRING
 from ..theory.ridge import gram_statistics
-from ..theory.spectra import ACTIVE_MASS, component_dimensions, component_energy, components_for, spectrum_summary
+from ..theory.spectra import ACTIVE_MASS, component_dimensions, components_for, spectrum_summary
 from .trainer import EvalContext
 
 GRAM_SAMPLE_NODES = 256
@@ -162,6 +166,7 @@ class Diagnostics:
 
     def _gradient_columns(self) -> dict[str, torch.Tensor]:
         A, YtG, YtY, G2 = self._label_products()
+        self._A, self._YtY = A, YtY              # for the residual's irrep split (_spectrum_columns)
         out = {"grad_norm": G2.clamp_min(0).sqrt()}
         node_energy = 0.5 * A.square().sum(1)                        # (B, K)
         out["energy_mean"], out["energy_max"] = node_energy.mean(-1), node_energy.max(-1).values
@@ -227,18 +232,43 @@ class Diagnostics:
                "mean_dominant_fraction": s.mean_dominant_fraction, "diversity": s.diversity}
         concentrated = (s.dominant_fraction >= 0.9) & s.active
         out["concentrated_fraction"] = concentrated.sum(-1) / s.n_active.clamp_min(1)
-        grads = ctx.grads
-        if grads is not None and "W" in grads:
-            energy = component_energy(grads["W"].to(torch.float64), self.components, self.operands)[:, 1:]
-            dims = torch.as_tensor(component_dimensions(self.components), dtype=torch.float64)[1:].to(energy.device)
-            missing = (s.learned_histogram[:, 1:] == 0).to(torch.float64)      # (B, C−1): no learned node
-            share = (energy * missing).sum(-1) / energy.sum(-1).clamp_min(1e-300)
-            base = (missing * dims).sum(-1) / dims.sum()
-            none_missing = missing.sum(-1) == 0
-            nan = torch.full_like(share, float("nan"))
-            out["grad_missing_share"] = torch.where(none_missing, nan, share)
-            out["missing_share"] = torch.where(none_missing, nan, base)
+        shares = self._missing_shares(ctx.params["V"], s.learned_histogram)
+        if shares is not None:
+            out["grad_missing_share"], out["missing_share"] = shares
         return out
+
+    def _missing_shares(self, V: torch.Tensor, learned_histogram: torch.Tensor):
+        """(grad_missing_share, missing_share) (module docstring), or None without the exact Gram."""
+        st = self.stats
+        K = V.shape[1]
+        if st["gram"].shape[-1] != K:
+            return None
+        n = st["n"]
+        A, YtY = self._A.to(torch.float64), self._YtY.to(torch.float64)     # (B, M, K), (B, M, M)
+        Vd = V.to(torch.float64)
+        C = st["gram"].to(torch.float64)
+        if self.samples:                                                    # F̃ᵀF̃ = FᵀF − nμμᵀ
+            mu = (st["sFs"] / n).to(torch.float64)
+            C = C - n * mu[:, :, None] * mu[:, None, :]
+        else:                                                               # outputs seen through P⊥_M
+            Vd = Vd - Vd.mean(-1, keepdim=True)
+        AV = A @ Vd                                                         # ỸᵀFV: (B, M, M)
+        RtR = YtY - AV - AV.transpose(1, 2) + Vd.transpose(1, 2) @ C @ Vd
+        VtV = Vd.transpose(1, 2) @ Vd
+        P = self._projectors(RtR)                                           # (C, M, M)
+        energy = torch.einsum("cij,bjk,ckl,bli->bc", P, RtR, P, VtV)[:, 1:].clamp_min(0)   # ‖R P_c Vᵀ‖²
+        dims = torch.as_tensor(component_dimensions(self.components), dtype=torch.float64)[1:].to(energy.device)
+        missing = (learned_histogram[:, 1:] == 0).to(torch.float64)        # (B, C−1): no learned node
+        share = (energy * missing).sum(-1) / energy.sum(-1).clamp_min(1e-300)
+        base = (missing * dims).sum(-1) / dims.sum()
+        nan = torch.full_like(share, float("nan"))
+        none_missing = missing.sum(-1) == 0
+        return torch.where(none_missing, nan, share), torch.where(none_missing, nan, base)
+
+    def _projectors(self, like: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "_P", None) is None or self._P.device != like.device:
+            self._P = torch.tensor(np.array(self.components.projectors), dtype=torch.float64, device=like.device)
+        return self._P
 
 
 def hooks_for(config, task) -> tuple:

@@ -44,8 +44,7 @@ class EvalContext:
     weight_decay: torch.Tensor      # (B,)
     task: Task
     config: TrainConfig
-    grads: dict[str, torch.Tensor] | None = None   # the training loss's gradients at this step (like params)
-    V0: torch.Tensor | None = None                 # V at initialisation (B, K, M)
+    V0: torch.Tensor | None = None  # V at initialisation (B, K, M)
 
 
 class DiagnosticsHook(Protocol):
@@ -154,7 +153,7 @@ class Trainer:
                 if not final:
                     self._check_finite(train_eval.loss)
                 if evaluating:
-                    self._evaluate(step, train_eval, feats, final, grads)
+                    self._evaluate(step, train_eval, feats, final)
                 if final or not bool(self.active.any()):
                     break
                 self._update(grads)
@@ -216,8 +215,7 @@ class Trainer:
             self.opt.step(self.params, grads, self.active)
 
     # -- one evaluation ------------------------------------------------------------------------
-    def _evaluate(self, step: int, train_eval: Evaluation, feats: Features | None, final: bool,
-                  grads: dict[str, torch.Tensor] | None = None) -> None:
+    def _evaluate(self, step: int, train_eval: Evaluation, feats: Features | None, final: bool) -> None:
         """Test split, diagnostics hooks, one metrics row per running model, early stop."""
         self._tick()
         test_eval = self.model.evaluate(self.params, self.test) if self.test is not None else None
@@ -229,7 +227,7 @@ class Trainer:
         }
         if self.hooks:
             ctx = EvalContext(step, self.model, self.params, self.W0, self.train, feats, self.weight_decay,
-                              self.task, self.config, grads, self.V0)
+                              self.task, self.config, self.V0)
             for hook in self.hooks:
                 cols.update(hook(ctx))
         cols = {k: v.detach().double().cpu().tolist() for k, v in cols.items()}

@@ -192,13 +192,14 @@ def _adjusted_r2(r2: float | None, n: int, k: int) -> float | None:
 
 
 def _scaling(orders: list[int], per_m: dict, n_boot: int, seed: int, reference_c: float) -> dict:
-    """All scaling fits over the bracketed M's, with CIs from joint bootstrap draws."""
+    """All scaling fits over the bracketed M's: c weighted (intervals.fit_constant), the forms by least
+    squares with CIs from joint draws of the per-M profile likelihoods."""
     m = np.array(orders, float)
     pc = np.array([per_m[o]["estimate"] for o in orders], float)
     n = len(orders)
     notes = []
 
-    # Joint draws: the per-M bootstraps come from disjoint runs, hence are independent, so a
+    # Joint draws: the per-M likelihoods come from disjoint runs, hence are independent, so a
     # joint draw takes one valid draw of each M at random and every form is refitted on it.
     rng = np.random.default_rng([seed, 0])
     pools = [per_m[o]["boot"][np.isfinite(per_m[o]["boot"])] for o in orders]
@@ -206,7 +207,7 @@ def _scaling(orders: list[int], per_m: dict, n_boot: int, seed: int, reference_c
     if all(pool.size > 0 for pool in pools):
         joint = np.stack([rng.choice(pool, n_boot) for pool in pools], axis=1)  # (n_boot, n)
     else:
-        notes.append("some bracketed M has no valid bootstrap draw; no CIs for the scaling fits")
+        notes.append("some bracketed M has no valid draw; no CIs for the scaling fits")
 
     forms = {}
     for name in FORMS:

@@ -81,27 +81,6 @@ def node_spectrum(W: torch.Tensor, components, operands: int = 2) -> torch.Tenso
     return frac[0] if squeeze else frac
 
 
-def component_energy(W: torch.Tensor, components, operands: int = 2) -> torch.Tensor:
-    """Σ_j Σ_blocks ‖P_c w_j‖²: how much of W's squared norm lies in each isotypic component.
-
-    W: (B, kM, K) or (kM, K) → (B, C) or (C,). Unlike `node_spectrum` these are absolute (not per-node
-    fractions), so large columns count more — the right weighting for a gradient matrix.
-    """
-    Q, ind = _basis(components)
-    M = Q.shape[0]
-    squeeze = W.ndim == 2
-    if squeeze:
-        W = W.unsqueeze(0)
-    B, rows, K = W.shape
-    if rows != operands * M:
-        raise ValueError(f"W has {rows} rows, expected operands·M = {operands}·{M}")
-    Qt = torch.as_tensor(Q, dtype=W.dtype, device=W.device)
-    It = torch.as_tensor(ind, dtype=W.dtype, device=W.device)
-    coeff = torch.einsum("bjmi,mr->bjir", W.reshape(B, operands, M, K), Qt)    # (B, k, K, M)
-    energy = (coeff * coeff).sum((1, 2)) @ It                                    # (B, C)
-    return energy[0] if squeeze else energy
-
-
 def component_dimensions(components) -> np.ndarray:
     """Dimension (rank of the projector) of each isotypic component: (C,), summing to M."""
     return _basis(components)[1].sum(0)

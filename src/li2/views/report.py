@@ -178,10 +178,12 @@ def run_section(folder: Path, heading: str = "h2", with_figures: bool = True) ->
     stages = [{"seed": m.get("seed"), **(m.get("stages") or {})} for m in models if m.get("stages")]
     if stages:
         out.append("<h3>Stage boundaries (steps)</h3>" +
-                   table(stages, ["seed", "lazy_end", "independent_end", "interactive_end"]) +
-                   "<p class='meta'>lazy = Stage I (top layer fits random features), independent = Stage II "
-                   "(nodes climb E independently), interactive = Stage III (features interact until every "
-                   "irrep is covered); see li2.theory.stages for the rules.</p>")
+                   table(stages, ["seed", "lazy_end", "lazy_w_drift", "independent_end", "stage3_signal",
+                                  "interactive_end"]) +
+                   "<p class='meta'>lazy_end = Stage I ends (V within 30% of V_ridge; lazy_w_drift = how far W "
+                   "had moved by then), independent_end = Stage III begins (an interaction signal rises after "
+                   "the Stage-II cosine held), interactive_end = coverage settled; never from test accuracy — "
+                   "see li2.theory.stages for the rules.</p>")
     for p in figures_in(folder, ("curves", "dynamics", "spectra")) if with_figures else ():
         out.append(figure(p))
     if isinstance(cfg, dict) and isinstance(cfg.get("config"), dict):

@@ -148,12 +148,12 @@ def phase_figure(results: pd.DataFrame, analysis: dict, path_png: str | Path, pa
             below = v["reason"] in ("all_success", "below_grid")
             edge = v["ratios"][0] if below else v["ratios"][-1]
             ax_p.plot([o], [edge], "v" if below else "^", mfc="none", color="C3", ms=9)
-    ax_p.plot([], [], "o", color="C0", label="p_c (95% bootstrap CI)")
+    ax_p.plot([], [], "o", color="C0", label="p_c (95% profile-likelihood CI)")
     ax_p.plot([], [], "v", mfc="none", color="C3", label="unbracketed: p_c below ▽ / above △ this grid edge")
     mm = np.geomspace(min(orders) * 0.9, max(orders) * 1.1, 200)
     ax_p.plot(mm, ref_c * np.log(mm) / mm, "k--", label=f"reference {ref_c:g}·ln M/M")
     if c is not None:
-        ax_p.plot(mm, c * np.log(mm) / mm, "r-", label=f"fit {c:.3g}·ln M/M (R²={analysis['r2']:.3f})")
+        ax_p.plot(mm, c * np.log(mm) / mm, "r-", label=f"fit {c:.3g}·ln M/M (weighted; least-squares R²={analysis['r2']:.3f})")
         pref = analysis.get("preferred")
         if pref and pref != "c*ln(M)/M":
             alt = analysis["alternatives"][pref]
