@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -61,7 +62,7 @@ def _settings(size: str) -> dict:
             "lr": 5e-4, "activation": "sqr", "loss": "mse", "init_scale": 1.0, "top_init_scale": 1.0,
             "seeds": [15, 15], "steps": 3000, "diagnostics": "basic", "centring": "samples"}
     if size == "quick":
-        base.update(group="Z41", width=512, lr=1e-3, seeds=[6, 3], steps=1500)
+        base.update(group="Z41", width=512, lr=1e-3, seeds=[6, 3], steps=1200)
     elif size == "smoke":
         base.update(group="Z11", width=32, train_ratio=0.6, lr=5e-3, seeds=[1, 1], steps=60)
     return base
@@ -121,10 +122,16 @@ def plan(size: str) -> Plan:
 # -- per-seed read-outs ------------------------------------------------------------------------------------
 
 def _half_time(m: pd.DataFrame, col: str) -> float | None:
-    """First step at which m[col] reaches half its maximum (None without the column)."""
+    """Step at which m[col] first reaches half its maximum, interpolated linearly between evaluations
+    (so seeds are not all rounded to the same evaluation step); None without the column."""
     if col not in m or not m[col].notna().any() or m[col].max() <= 0:
         return None
-    return float(m.step[m[col] >= 0.5 * m[col].max()].iloc[0])
+    x, t = m[col].to_numpy(float), m.step.to_numpy(float)
+    half = 0.5 * np.nanmax(x)
+    i = int(np.argmax(x >= half))
+    if i == 0 or x[i] == x[i - 1]:
+        return float(t[i])
+    return float(t[i - 1] + (half - x[i - 1]) * (t[i] - t[i - 1]) / (x[i] - x[i - 1]))
 
 
 def _stage_of(step, st: dict) -> str | None:
