@@ -51,7 +51,8 @@ def energy_constants(order: int, degree: int, kind: str) -> dict:
             "printed": order / ((8 if real else 16) * degree)}
 
 
-def _cyclic_maxima(group, components, per_component: int, gen: torch.Generator) -> tuple[torch.Tensor, list[int]]:
+def _cyclic_maxima(group, components, per_component: int,
+                   gen: torch.Generator) -> tuple[torch.Tensor, list[int]]:
     m = group.order
     a = torch.arange(m, dtype=torch.float64)
     P = torch.tensor(np.array(components.projectors))
@@ -59,6 +60,8 @@ def _cyclic_maxima(group, components, per_component: int, gen: torch.Generator) 
     for k in range(1, m // 2 + 1):
         for _ in range(per_component):
             ph = torch.rand(2, generator=gen, dtype=torch.float64) * 2 * math.pi
+            if 2 * k == m:   # the real sign character: the phases would only rescale u and v unequally
+                ph = torch.tensor([0.0, math.pi * float(torch.randint(2, (1,), generator=gen))], dtype=torch.float64)
             w = torch.cat([torch.cos(2 * math.pi * k * a / m + ph[0]), torch.cos(2 * math.pi * k * a / m + ph[1])])
             w = w / w.norm()
             ws.append(w)
@@ -66,7 +69,8 @@ def _cyclic_maxima(group, components, per_component: int, gen: torch.Generator) 
     return torch.stack(ws), comp
 
 
-def _ascended_maxima(group, components, per_component: int, gen: torch.Generator, task) -> tuple[torch.Tensor, list[int]]:
+def _ascended_maxima(group, components, per_component: int, gen: torch.Generator,
+                     task) -> tuple[torch.Tensor, list[int]]:
     m = group.order
     P = torch.tensor(np.array(components.projectors))
     starts, comp = [], []
