@@ -143,18 +143,19 @@ def _analyse_order(df: pd.DataFrame, threshold: float, n_boot: int, rng: np.rand
     k = int(np.searchsorted(ratios, pc))
     out["grid_bracket"] = [float(ratios[k - 1]), float(ratios[k])]
 
-    # The interval: profile likelihood in ln p (li2.studies.intervals), never narrower than the gap.
+    out.update(_interval(p, y, pc, n_boot, rng))
+    return out
+
+
+def _interval(p: np.ndarray, y: np.ndarray, pc: float, n_boot: int, rng: np.random.Generator) -> dict:
+    """The CI of one M: profile likelihood in ln p (li2.studies.intervals), never narrower than the gap,
+    plus n_boot draws from the normalised likelihood (they spread over the gap, unlike a run bootstrap)."""
     interval = pc_interval(p, y)
     lo, hi = interval["ci"]
-    out["ci"] = [min(lo, pc), max(hi, pc)]
-    out["ci_method"] = "profile likelihood (logistic in ln p), contains the all-fail/all-success gap"
-    out["ci_open"] = interval["ci_open"]
-    out["gap"] = interval["gap"]
-    out["profile"] = interval["profile"]
-    # draws from the normalised profile likelihood: they spread over the gap, unlike a run bootstrap
-    out["boot"] = draws(interval["profile"], n_boot, rng)
-    out["n_boot_valid"] = int(n_boot)
-    return out
+    return {"ci": [min(lo, pc), max(hi, pc)], "ci_open": interval["ci_open"], "gap": interval["gap"],
+            "ci_method": "profile likelihood (logistic in ln p), contains the all-fail/all-success gap",
+            "profile": interval["profile"], "boot": draws(interval["profile"], n_boot, rng),
+            "n_boot_valid": int(n_boot)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +190,17 @@ def _adjusted_r2(r2: float | None, n: int, k: int) -> float | None:
     if r2 is None or n <= k:
         return None
     return 1.0 - (1.0 - r2) * (n - 1) / (n - k)
+
+
+def _weighted_c(orders: list[int], per_m: dict, notes: list[str]) -> dict:
+    """c, c_ci of p_c = c·ln M/M by li2.studies.intervals.fit_constant (module docstring)."""
+    m = np.array(orders, float)
+    weighted = fit_constant([per_m[o]["profile"] for o in orders], np.log(np.log(m) / m))
+    if any(weighted["ci_open"]):
+        notes.append("the CI of c reaches the end of the likelihood grid on one side: c is bounded on one side only")
+    return {"c": weighted["c"], "c_ci": weighted["ci"], "c_scatter_tau": weighted["tau"],
+            "c_method": ("random-effects profile likelihood over the bracketed M (each weighted by its own "
+                         "likelihood; scatter between M τ profiled; Student-calibrated cut-off)")}
 
 
 def _scaling(orders: list[int], per_m: dict, n_boot: int, seed: int, reference_c: float) -> dict:
@@ -243,15 +255,8 @@ def _scaling(orders: list[int], per_m: dict, n_boot: int, seed: int, reference_c
 
     c_form = forms["c*ln(M)/M"]
     ref_r2 = _r2(pc, reference_c * np.log(m) / m)
-    weighted = fit_constant([per_m[o]["profile"] for o in orders], np.log(np.log(m) / m))
-    if any(weighted["ci_open"]):
-        notes.append("the CI of c reaches the end of the likelihood grid on one side: c is bounded on one side only")
     return {
-        "c": weighted["c"],
-        "c_ci": weighted["ci"],
-        "c_method": ("random-effects profile likelihood over the bracketed M (each weighted by its own "
-                     "likelihood; scatter between M τ profiled; Student-calibrated cut-off)"),
-        "c_scatter_tau": weighted["tau"],
+        **_weighted_c(orders, per_m, notes),
         "c_unweighted": c_form["params"]["c"],
         "c_unweighted_ci": c_form["params_ci"]["c"] if c_form["params_ci"] else None,
         "r2": c_form["r2"],
