@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..store import read_json, read_parquet, write_parquet
+from ..store import StoreError, read_json, read_parquet, write_parquet
 from ..theory.stages import STAGE_KEYS, THRESHOLDS
 from ..views.figures import pyplot, save_both, shade_stages
 from .common import Findings, Plan, RecipeContext, combine, deviation, mean_ci, train_grid
@@ -255,10 +255,15 @@ def _read_arm(folder, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     records, metrics = [], []
     for run_id in rows.run_id:
         d = folder / "runs" / run_id
-        model = read_json(d / "summary.json")["models"][0]
-        m = read_parquet(d / "metrics.parquet").sort_values("step")
+        try:
+            model = read_json(d / "summary.json")["models"][0]
+            m = read_parquet(d / "metrics.parquet").sort_values("step")
+        except StoreError:    # a failed run: counted out (n_seeds says how many remain)
+            continue
         records.append(seed_record(m, model))
         metrics.append(m)
+    if not records:
+        raise RuntimeError(f"dynamics: no run of {folder.name} finished; see {folder}/runs")
     return pd.DataFrame(records), pd.concat(metrics, ignore_index=True)
 
 
