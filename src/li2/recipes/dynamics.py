@@ -31,6 +31,12 @@ PAPER = {"figure": "Fig 3", "group": "Z71", "width": 2048, "train_ratio": 0.4, "
          "init": "not stated (Prop 1 assumes a small top layer, α ≪ 1)", "steps": "not stated",
          "V_before_W": "cosine distance between consecutive weights", "stage boundaries": "not defined numerically"}
 
+NOTES = ["Stage I's 'W barely moves' is a gradient-flow statement (G_F, hence ∂L/∂W, is small until V fits). Adam "
+         "normalises each coordinate, so W moves by about lr per step whatever the size of its gradient; the paper "
+         "does not name Fig 3's optimiser, and li2 uses the reference code's Adam.",
+         "V before W is read from when each drift reaches half its maximum; the paper plots the cosine distance "
+         "between consecutive weights, which li2 does not record."]
+
 # Fig 3 checks (fixed with the rule, before any run of this recipe)
 GRAD_RISE = 1.25          # ‖G_F‖ rises: peak ≥ 1.25 × its value at step 0
 GRAD_DECAY = 0.5          # ‖G_F‖ decays: final ≤ 0.5 × its peak
@@ -202,6 +208,7 @@ def measure(records: pd.DataFrame, zero: pd.DataFrame) -> dict:
         "t_half_v": mean_ci(r.t_half_v.dropna()), "t_half_w": mean_ci(r.t_half_w.dropna()),
         "max_offdiag_ratio": mean_ci(r.max_offdiag_ratio),
         "peak_stage2_cosine": mean_ci(r.peak_stage2_cosine),
+        "final_coverage": mean_ci(r.final_coverage.dropna()) if "final_coverage" in r else None,
     }
 
 
@@ -338,5 +345,5 @@ def run(ctx: RecipeContext) -> Findings:
             "setup": p["setting"], "paper_setting": p["paper_setting"], "setting": p["setting"],
             "deviations": p["deviations"], "measured": measured, "rule": RULE, "verdict": verdict_,
             "verdict_parts": parts, "reasons": reasons, "headline": _headline(measured, parts),
-            "figures": figs, "tables": list(tables), "stage_thresholds": THRESHOLDS,
+            "figures": figs, "tables": list(tables), "stage_thresholds": THRESHOLDS, "notes": NOTES,
             "seeds": rec_main.to_dict("records")}
