@@ -210,7 +210,7 @@ def verdict(m: dict) -> tuple[str, dict, list[str]]:
     full = "inconclusive" if not e else ("contradicts" if bad else "supports")
     reasons.append(f"{len(e) - len(bad)}/{len(e)} starting components are stationary, pure and at M/(2d_k) or "
                    f"M/(4d_k) → {full}")
-    cyc = {k: v for k, v in (m.get("thresholds") or {}).items()
+    cyc = {k: v for k, v in sorted((m.get("thresholds") or {}).items(), key=lambda kv: kv[1]["order"])
            if v["family"] == "cyclic" and v["centring"] == "samples"}
     if not cyc:
         th = "inconclusive"
