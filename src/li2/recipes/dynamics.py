@@ -224,6 +224,10 @@ def _side(ci, threshold: float, want_above: bool) -> str:
     return "inconclusive"
 
 
+def _num(x) -> str:
+    return "none" if x is None else f"{x:.3g}"
+
+
 def verdict(m: dict) -> tuple[str, dict, list[str]]:
     acc = m["final_test_acc"]
     wd = combine({"with": _side(acc["eta_2e-4"]["ci"], GENERALISED, True),
@@ -242,7 +246,7 @@ def verdict(m: dict) -> tuple[str, dict, list[str]]:
         f"{acc['eta_0']['mean']:.3g} CI {fmt(acc['eta_0']['ci'])} → {parts['weight_decay']}",
         f"all three stages found in {m['all_stages_found']['k']}/{m['all_stages_found']['n']} seeds, CI "
         f"{fmt(m['all_stages_found']['ci'])} → {parts['stages']}",
-        f"W drift at the end of Stage I {m['lazy_w_drift']['mean']} CI {fmt(m['lazy_w_drift']['ci'])} vs "
+        f"W drift at the end of Stage I {_num(m['lazy_w_drift']['mean'])} CI {fmt(m['lazy_w_drift']['ci'])} vs "
         f"W_STILL {THRESHOLDS['W_STILL']} → {parts['stage1_lazy']}",
         f"ln(grok+1) − ln(Stage I end+1): CI {fmt(m['grok_minus_lazy_log']['ci'])}; grokking falls in "
         f"{m['grok_stage_counts']} → {parts['grok_after_stage1']}",
