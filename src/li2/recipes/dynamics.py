@@ -16,7 +16,7 @@ from .common import Findings, RecipeContext, announce_estimate, combine, final_r
 CLAIM = (
     'Training goes through three stages — lazy learning (Stage I), independent feature learning (Stage '
     'II), interactive feature learning (Stage III) — and ends with nodes that each hold one irrep, '
-    'covering all irreps (SPEC §2–§4, §7.1).')
+    'covering all irreps (paper Fig 3; docs/theory.md#stage-i--lazy-learning and the two stages after it).')
 RULE = (
     "stages: supports if the model generalises (test acc >= 0.95) and all three stage boundaries are found in "
     "order lazy_end < independent_end <= interactive_end; contradicts if it generalises but a boundary is missing "

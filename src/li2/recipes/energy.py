@@ -19,7 +19,7 @@ from .common import Findings, RecipeContext, announce_estimate, combine, spearma
 CLAIM = (
     'Local maxima of E are irreducible representations (for Z_M, σ = x², full data: single frequencies '
     'with E* = M/4); with few samples they stop being maxima and memorisation maxima take over, around '
-    'p_c ≈ 2.7482·ln M / M (SPEC §3, §5, §7.3).')
+    'p_c ≈ 2.7482·ln M / M (paper Thm 2, Thm 4; docs/theory.md#maxima-of-e-are-irreducible-representations).')
 RULE = (
     "full_data: supports if at p = 1 every M has max E within 2% of E* = M/4 and >= 80% of the maxima irrep-like; "
     "contradicts if some M misses E* by > 10% or has < 50% irrep-like maxima; else inconclusive. threshold: per M, "
@@ -190,7 +190,7 @@ def run(ctx: RecipeContext) -> Findings:
                       "maximum (basin share), not a test of whether irrep maxima exist at all: at intermediate p "
                       "they may survive with small basins.",
                       "irrep-like = >= 90% of each operand block's ‖·‖² in one non-trivial component "
-                      "(li2.theory.classify_maxima); p_half with SPEC §3's looser '>= 85% one frequency' is "
+                      "(li2.theory.classify_maxima); p_half with the project notes' looser '>= 85% one frequency' is "
                       "reported as p_half_purity_0_85."],
             "setup": {"orders": list(orders), "ratios": list(ratios), "restarts": restarts, "splits": list(splits),
                       "activation": "sqr", "irrep_like": ">= 90% of each operand block in one non-trivial component",
