@@ -91,14 +91,14 @@ def training_config(ctx: typer.Context, options: dict) -> TrainConfig:
 
 def _train(ctx: typer.Context, **options) -> None:
     """Train two-layer networks on a group-arithmetic task (defaults: Z71, p=0.4, K=1024, σ=x², MSE, Adam)."""
-    from ..runs.folder import load_config
-    from ..runs.training import train
     with user_errors():
         resume = options["resume"]
         if resume is not None:
+            from ..runs.folder import load_config
             config, out = load_config(resume), resume
         else:
             config, out = training_config(ctx, options), options["out"]
+        from ..runs.training import train   # torch, once the options are known to be valid
         log = [name for item in options["log"] or () for name in item.split(",")]
         bar = Progress(config.steps * len(config.seeds), "train", enabled=not options["quiet"])
         try:

@@ -317,8 +317,8 @@ def run_sweep(spec: SweepSpec | dict | str | Path, out_dir: str | Path, executor
     """Train every run of `spec` not yet finished in `out_dir`; return the results table.
 
     spec: a SweepSpec, a dict, or a path to a YAML file. progress(0) is called once the sweep has
-    been checked and starts, then progress(n) after n more runs finished (trained or failed) in this
-    call; runs already finished are not reported. slurm: options of the slurm executor (`_slurm`).
+    been checked and starts training, then progress(n) after n more runs finished (trained or failed)
+    in this call; runs already finished are not reported (a sweep with nothing to train never calls it). slurm: options of the slurm executor (`_slurm`).
     """
     if isinstance(spec, (str, Path)):
         spec = SweepSpec.load(spec)
@@ -357,9 +357,9 @@ def run_sweep(spec: SweepSpec | dict | str | Path, out_dir: str | Path, executor
                 rows[r.run_id] = _row(r, model, None)
         results = out_dir / "results.parquet"
         write_parquet(results, results_table(list(rows.values())))
-        if progress is not None:
-            progress(0)
         if todo:
+            if progress is not None:
+                progress(0)
             if executor == "ray":
                 stream = _ray(todo, dirs, workers, spec.figures, address)
             elif executor == "slurm":
