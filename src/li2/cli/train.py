@@ -98,7 +98,7 @@ def _train(ctx: typer.Context, **options) -> None:
             config, out = load_config(resume), resume
         else:
             config, out = training_config(ctx, options), options["out"]
-        from ..runs.training import train   # torch, once the options are known to be valid
+        from ..runs.training import train  # torch, once the options are known to be valid
         log = [name for item in options["log"] or () for name in item.split(",")]
         bar = Progress(config.steps * len(config.seeds), "train", enabled=not options["quiet"])
         try:

@@ -1,4 +1,4 @@
-"""The multilayer recipe (§7.5): zero-initialised top layer vs default init.
+"""The multilayer recipe (SPEC §6, §7.5): zero-initialised top layer vs default init.
 
 See li2.recipes.common for the recipe interface and li2.recipes.registry for findings.json and the sizes."""
 from __future__ import annotations

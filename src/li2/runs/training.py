@@ -65,8 +65,10 @@ def train_unit(config: TrainConfig, task: Task, ratio: float, device: torch.devi
         log.unit_started(seeds, list(trainer.rows))
     if final:
         return trainer.result()
-    result = trainer.run(progress=progress, evaluated=evaluated,
-                         checkpoint=lambda step, tensors, meta: save_step(ckpt_dir, unit, identity, step, tensors, meta))
+    def save(step: int, tensors: dict, meta: dict) -> None:
+        save_step(ckpt_dir, unit, identity, step, tensors, meta)
+
+    result = trainer.run(progress=progress, evaluated=evaluated, checkpoint=save)
     save_final(ckpt_dir, unit, identity, trainer)
     return result
 

@@ -318,7 +318,8 @@ def run_sweep(spec: SweepSpec | dict | str | Path, out_dir: str | Path, executor
 
     spec: a SweepSpec, a dict, or a path to a YAML file. progress(0) is called once the sweep has
     been checked and starts training, then progress(n) after n more runs finished (trained or failed)
-    in this call; runs already finished are not reported (a sweep with nothing to train never calls it). slurm: options of the slurm executor (`_slurm`).
+    in this call; runs already finished are not reported (a sweep with nothing to train never calls
+    it). slurm: options of the slurm executor (`_slurm`).
     """
     if isinstance(spec, (str, Path)):
         spec = SweepSpec.load(spec)

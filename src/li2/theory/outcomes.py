@@ -10,7 +10,8 @@ With θ = config.grok_threshold (0.95 by default), M the group order, "final" = 
 
   diverged             status starts with "diverged" (the trainer saw a non-finite loss).
   ungrokked            peak test acc ≥ θ at some step, and the final test acc < θ and
-                       ≤ peak − UNGROK_DROP (0.05): generalisation was reached and then lost (docs/theory.md, memorisation).
+                       ≤ peak − UNGROK_DROP (0.05): generalisation was reached and then lost
+                       (docs/theory.md, memorisation).
   grokked              final test acc ≥ θ.
   collapsed            the weights decayed away: final ‖W‖ < COLLAPSED (0.05) × ‖W₀‖ (w_norm column) and the
                        training set is not fit (final train acc < FIT). Weight decay won over the loss
@@ -147,12 +148,14 @@ def _knob_hint(outcome: str, config, order: int | None, evidence: dict) -> str:
     wd, lr, k = getattr(config, "weight_decay", None), getattr(config, "lr", None), getattr(config, "width", None)
     if outcome == "grokked":
         return ("generalised; to grok sooner the theory says raise the weight decay η (a stronger leaked label "
-                "signal in G_F, docs/theory.md#stage-i--lazy-learning) or use fewer hidden nodes K (‖G_F‖ shrinks with K)")
+                "signal in G_F, docs/theory.md#stage-i--lazy-learning) or use fewer hidden nodes K "
+                "(‖G_F‖ shrinks with K)")
     if outcome == "diverged":
         return f"the loss blew up: lower --lr (now {lr:g}) or use --optimizer adam" if lr else "lower --lr"
     if outcome == "ungrokked":
         return ("test accuracy peaked and then fell: training drifted from generalising features to memorisation "
-                "maxima (docs/theory.md#memorisation--theorem-5); keep --early-stop on (stop at the peak), lower --lr, or add data (--train-ratio)")
+                "maxima (docs/theory.md#memorisation--theorem-5); keep --early-stop on (stop at the peak), "
+                "lower --lr, or add data (--train-ratio)")
     if outcome == "collapsed":
         return (f"the weights decayed to zero before features formed: lower --weight-decay (now {wd:g})"
                 if wd is not None else "the weights decayed to zero: lower --weight-decay")
