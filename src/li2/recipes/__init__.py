@@ -12,6 +12,7 @@ from .common import (
     estimate_seconds,
     make_plan,
     mean_ci,
+    paired_diff,
     spearman,
     train_grid,
     welch_diff,
@@ -31,6 +32,6 @@ from .registry import (
 )
 
 __all__ = ["DEVIATION_KEYS", "FINDINGS_KEYS", "PLAN_KEYS", "VERDICTS", "Findings", "Plan", "RecipeContext", "combine", "deviation",
-           "estimate_seconds", "make_plan", "mean_ci", "spearman", "train_grid", "welch_diff", "CONTRACT_PENDING",
+           "estimate_seconds", "make_plan", "mean_ci", "paired_diff", "spearman", "train_grid", "welch_diff", "CONTRACT_PENDING",
            "MODULES", "RECIPES", "SIZES", "ContractError", "check_findings", "claim_folder", "plan", "plans",
            "reproduce", "run_recipe"]

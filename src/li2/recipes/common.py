@@ -59,12 +59,13 @@ def pick(size: str, smoke, quick, full):
 
 # Seconds per training step on ONE CPU core (torch, float32), fitted on single-threaded timings of
 # li2's trainer (see estimate_seconds): a fixed part per step, and parts proportional to the work.
-STEP_FIXED_S = 3e-4          # Python and optimiser overhead of one step
-SAMPLE_NODE_S = 9e-9         # per training sample × hidden node (gather, σ, F·V, backward)
+STEP_FIXED_S = 5e-4          # Python and optimiser overhead of one step
+SAMPLE_NODE_S = 1e-8         # per training sample × hidden node (gather, σ, F·V, backward)
 LAYER_S = 9e-11              # per sample × K² of each extra residual layer (two (n,K)×(K,K) products)
 RIDGE_S = 1.2e-10            # per n·K·min(n, K) of --top-layer ridge's Gram and Cholesky solve
 MUON_S = 4e-10               # per 2M·K·min(2M, K) of Muon's five Newton–Schulz steps
 EVAL_FRACTION = 0.35         # an evaluation's forward pass over all M² samples, relative to a step's work
+DIAGNOSTICS_FRACTION = 0.7   # --diagnostics basic at an evaluation, relative to a training step's work
 
 
 def estimate_seconds(config: dict) -> float:
@@ -86,6 +87,8 @@ def estimate_seconds(config: dict) -> float:
         work += MUON_S * k * m * K * min(k * m, K)
     evals = len(cfg.eval_steps())
     per_eval = EVAL_FRACTION * (SAMPLE_NODE_S * total * K + LAYER_S * total * K * K * cfg.layers)
+    if cfg.diagnostics != "off":
+        per_eval += DIAGNOSTICS_FRACTION * work
     return cfg.steps * (STEP_FIXED_S + work) + evals * per_eval
 
 
@@ -167,6 +170,18 @@ def welch_diff(a, b, level: float = 0.95) -> dict:
     dof = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1) if va else 0) + (vb ** 2 / (len(b) - 1) if vb else 0))
     half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
     return {"diff": d, "ci": [d - half, d + half]}
+
+
+def paired_diff(a: dict, b: dict, level: float = 0.95) -> dict:
+    """Mean of a[s] − b[s] over the keys (seeds) both have, with a Student-t interval on the differences:
+    {"n", "diff", "ci"} (ci None when n < 2; the point itself when every difference is equal). Pairing by
+    seed removes what the two arms share (init, split), so the interval is much narrower than Welch's."""
+    keys = [k for k in a if k in b and a[k] is not None and b[k] is not None
+            and np.isfinite(a[k]) and np.isfinite(b[k])]
+    st = mean_ci([a[k] - b[k] for k in keys], level)
+    if st["n"] >= 2 and st["std"] == 0:
+        st["ci"] = [st["mean"], st["mean"]]
+    return {"n": st["n"], "diff": st["mean"], "ci": st["ci"]}
 
 
 def spearman(x, y) -> float | None:

@@ -11,6 +11,9 @@ Probe (Z23, target h = 5, p_g ∝ U(0.5, 1.5), 32 starts, one draw; 0.2–1.7 s 
 core): x² and relu² — every start ends focused on ONE pair (largest s_g² share 1.00), the best at
 g* = argmax p; ReLU, SiLU, GELU — no start focused, participation ratio of s² 16–19 of 23 pairs,
 Spearman(s, p) = 1.000 and cosine 1.0000 with the theorem's KKT profile s_g = φ⁻¹(2λ/p_g).
+First quick run (Z23 and S4, 4 draws each, 24 starts; 17 s wall): 8/8 draws as predicted for every
+activation (Wilson 95% [0.68, 1.00]); mean top-pair share of the best maximum 1.00 (x², relu²) vs
+0.08–0.10 (ReLU, SiLU, GELU).
 """
 from __future__ import annotations
 

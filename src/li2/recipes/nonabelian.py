@@ -13,6 +13,9 @@ Groups: D12 and S4 share M = 24 (so ln M/M cancels between them: the ratio of th
 factor, 3/2 linear, 9/4 quadratic); Z13:Z4 (d = 4) and Z11:Z5 (d = 5) extend the range of d.
 Earlier probe (K = 256, Adam 2e-3, η = 5e-4): at p = 0.6 D7 and S4 generalised and A4 did not (0.21
 test acc; 0.86–0.93 at p = 0.8; 1.0 at 0.9).
+First quick run (2 seeds, 4 bisection steps; 118 s wall on 2 busy shared cores): p_c in [0.31, 0.36]
+(D12), [0.41, 0.47] (S4), [0.41, 0.47] (Z13:Z4), [0.83, 0.95] (Z11:Z5); γ = 1.67, CI [−0.44, 3.76]:
+four groups cannot tell 1 from 2. At M = 24 the S4/D12 ratio ≈ 1.33 (linear 1.5, d² 2.25).
 """
 from __future__ import annotations
 

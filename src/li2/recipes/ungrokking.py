@@ -11,6 +11,9 @@ both protocols on Z23 (p_c = 0.375), K = 256, σ = x², Adam:
 Probes before fixing this: long training at η = 5e-4 held test acc 1.0 for 8000 steps (Z23 p = 0.42,
 Z31 p = 0.34); at η = 3e-3 one of two seeds fell 1.0 → 0.94; continuing on p2 = 0.25 or 0.15 sent test
 accuracy from 1.0 to ≈ 0 within 1500 steps.
+First quick run (2 seeds; 47 s wall on 2 busy shared cores): long training at 1.1·p_c — 1 of 4 runs
+ungrokked; continued on p2 <= 0.7·p_c — 4/4 ungrokked (test acc below 0.95 within 100–300 steps); on
+p2 >= 1.2·p_c — 0/2.
 """
 from __future__ import annotations
 
@@ -177,7 +180,6 @@ def run(ctx: RecipeContext) -> Findings:
     order = int(s["group"][1:])
     pc = critical_ratio(order)
     seeds = s["seeds"]
-    wds = s["long_training"]["weight_decays"]
     p_long = round(s["long_training"]["ratio_over_pc"] * pc, 4)
     df = train_runs(ctx, ctx.out / "sweep-long", _long_configs(s))
     write_parquet(ctx.out / "long_training.parquet", df)
@@ -211,6 +213,32 @@ def run(ctx: RecipeContext) -> Findings:
     write_parquet(ctx.out / "less_data_curves.parquet", curves)
     write_parquet(ctx.out / "less_data.parquet", pd.DataFrame(less_rows))
 
+    figs = _figure(ctx, df, curves, s)
+
+    measured = {"long_training": long_rows, "less_data": less_rows, "p_c": pc, "long_train_ratio": p_long, "p1": p1}
+    verdict_, parts, reasons = verdict(measured)
+    n_ung = sum(r["outcome"] == "ungrokked" for r in long_rows)
+    low = [r for r in less_rows if r["p2_over_pc"] <= 0.7]
+    falls = [r["steps_after_switch_to_below_0_95"] for r in low if r["steps_after_switch_to_below_0_95"] is not None]
+    headline = (f"long training at 1.1 p_c: {n_ung}/{len(long_rows)} runs ungrokked; continued on p2 <= 0.7 p_c: "
+                f"{sum(r['ungrokked'] for r in low)}/{len(low)} ungrokked"
+                + (f", test acc below 0.95 after {min(falls)}–{max(falls)} steps" if falls else "")
+                + f"; on p2 >= 1.2 p_c: {sum(r['ungrokked'] for r in less_rows if r['p2_over_pc'] >= 1.2)}/"
+                  f"{sum(r['p2_over_pc'] >= 1.2 for r in less_rows)}")
+    return {"claim": CLAIM, **plan_setting(plan(ctx.size)),
+            "expected": {"ungrokking": "possible after generalisation, when the data no longer supports irrep "
+                                       "maxima (p below p_c)"},
+            "measured": measured, "headline": headline, "verdict": verdict_, "verdict_parts": parts,
+            "reasons": reasons, "rule": RULE, "figures": figs, "tables": ["long_training.parquet", "less_data.parquet", "less_data_curves.parquet"]}
+
+
+def _figure(ctx: RecipeContext, df: pd.DataFrame, curves: pd.DataFrame, s: dict) -> list[str]:
+    """Test accuracy of the long runs (left) and of the continuations on less data (right)."""
+    order = int(s["group"][1:])
+    pc = critical_ratio(order)
+    wds, seeds = s["long_training"]["weight_decays"], s["seeds"]
+    p_long = round(s["long_training"]["ratio_over_pc"] * pc, 4)
+    multiples, p1 = s["less_data"]["p2_over_pc"], s["less_data"]["p1"]
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
     for i, r in enumerate(df.itertuples()):
@@ -233,22 +261,4 @@ def run(ctx: RecipeContext) -> Findings:
           ylim=(-0.02, 1.02), title=f"generalise at p1 = {p1}, then continue on less data")
     b.legend(fontsize=8)
     fig.tight_layout()
-    figs = save_both(fig, ctx.out, "ungrokking")
-
-    measured = {"long_training": long_rows, "less_data": less_rows, "p_c": pc, "long_train_ratio": p_long, "p1": p1}
-    verdict_, parts, reasons = verdict(measured)
-    n_ung = sum(r["outcome"] == "ungrokked" for r in long_rows)
-    low = [r for r in less_rows if r["p2_over_pc"] <= 0.7]
-    falls = [r["steps_after_switch_to_below_0_95"] for r in low if r["steps_after_switch_to_below_0_95"] is not None]
-    headline = (f"long training at 1.1 p_c: {n_ung}/{len(long_rows)} runs ungrokked; continued on p2 <= 0.7 p_c: "
-                f"{sum(r['ungrokked'] for r in low)}/{len(low)} ungrokked"
-                + (f", test acc below 0.95 after {min(falls)}–{max(falls)} steps" if falls else "")
-                + f"; on p2 >= 1.2 p_c: {sum(r['ungrokked'] for r in less_rows if r['p2_over_pc'] >= 1.2)}/"
-                  f"{sum(r['p2_over_pc'] >= 1.2 for r in less_rows)}")
-    return {"claim": CLAIM, **plan_setting(plan(ctx.size)),
-            "expected": {"ungrokking": "possible after generalisation, when the data no longer supports irrep "
-                                       "maxima (p below p_c)"},
-            "measured": measured, "headline": headline, "verdict": verdict_, "verdict_parts": parts,
-            "reasons": reasons, "rule": RULE, "figures": figs, "tables": ["long_training.parquet", "less_data.parquet", "less_data_curves.parquet"]}
-
-
+    return save_both(fig, ctx.out, "ungrokking")
