@@ -147,9 +147,15 @@ def _muon_arm(small_diffs, conv=True, cov_ci=(1, 3)):
 
 def test_verdict_muon():
     lower = [(-0.02, [-0.03, -0.01])] * 3
-    m = {"L": 35, "arms": {"shared": _muon_arm(lower), "best": _muon_arm(lower)}}
+    count = {"L": 20, "L_H_L": 72.0, "muon": {"mean": 50}, "independent": {"mean": 90},
+             "muon_minus_independent": {"diff": -40, "ci": [-60, -20]}}
+    m = {"L": 35, "arms": {"shared": _muon_arm(lower), "best": _muon_arm(lower)}, "count": count}
     v, parts, _ = verdict_muon(m)
-    assert v == "supports" and set(parts) == {"test_loss_shared_lr", "test_loss_best_lr", "coverage_theorem8"}
+    assert v == "supports" and set(parts) == {"test_loss_shared_lr", "test_loss_best_lr", "coverage_theorem8",
+                                              "theorem8_count"}
+    more = {**count, "muon_minus_independent": {"diff": 40, "ci": [20, 60]}}
+    assert verdict_muon({**m, "count": more})[1]["theorem8_count"] == "contradicts"
+    assert verdict_muon({**m, "count": {}})[1]["theorem8_count"] == "inconclusive"
     higher = [(0.02, [0.01, 0.03])] * 3
     v, parts, _ = verdict_muon({"L": 35, "arms": {"shared": _muon_arm(higher), "best": _muon_arm(lower)}})
     assert v == "contradicts" and parts["test_loss_shared_lr"] == "contradicts"

@@ -233,3 +233,20 @@ def test_verdict_energy():
     assert verdict_energy({"full_data": full, "threshold": {"Z23": {**th["Z23"], "p_half": None}}})[0] == "contradicts"
     bad = {"Z23": {"max_energy": 4.0, "E_star": 5.75, "irrep_fraction": 1.0}}
     assert verdict_energy({"full_data": bad, "threshold": th})[0] == "contradicts"
+
+
+def test_worker_pool_trains_like_this_process(tmp_path):
+    """Runs trained by the shared pool's spawned workers equal the same configs trained in this process (one
+    torch thread each), and a config listed twice is trained once."""
+    from li2.recipes.common import RecipeContext, train_runs
+    cfgs = [dict(group="Z7", train_ratio=0.6, width=8, steps=30, seed=s, diagnostics="off", checkpoint_every=0)
+            for s in (0, 1)]
+    pooled = RecipeContext(tmp_path / "a", "quick", lambda m: None, workers=2)
+    try:
+        a = train_runs(pooled, tmp_path / "a", cfgs + cfgs[:1])
+    finally:
+        pooled.runner().close()
+    b = train_runs(RecipeContext(tmp_path / "b", "smoke", lambda m: None, workers=1), tmp_path / "b", cfgs)
+    assert len(a) == 3 and a.run_id.iloc[0] == a.run_id.iloc[2] and len(list((tmp_path / "a" / "runs").iterdir())) == 2
+    cols = ["run_id", "final_train_acc", "final_test_acc", "final_test_loss", "steps_trained"]
+    assert a[cols].iloc[:2].reset_index(drop=True).equals(b[cols])

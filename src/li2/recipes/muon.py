@@ -7,8 +7,19 @@ Z71 (L = 35 frequencies), p = 0.4 (2.4·p_c, enough data: the limit is the numbe
 Read-outs per run: the final TEST LOSS (Fig 8's metric; li2's test loss is the reference's mean
 class-centred MSE, proportional to the paper's summed loss), test accuracy, and coverage (distinct
 frequencies held by learned nodes). Theorem 8's count: to hold all L features independent nodes need
-≈ L·H_L nodes (coupon collector: 145 for L = 35), Muon-guided ones ≈ L; li2 reports coverage against K
-with both curves, L(1 − (1 − 1/L)^K) and min(K, L), and the smallest K of the grid holding all L.
+≈ L·H_L nodes (coupon collector: 145 for L = 35), Muon-guided ones ≈ L. li2 measures it twice:
+  landscape — `nodes_to_cover`: nodes ascend the full-data E one after another (Theorem 8's sequential
+      setting), each either on its own gradient or on its column of NS5 of all placed nodes' gradients;
+      the count until all L frequencies are held, paired by seed (judged);
+  training — coverage against K with both curves L(1 − (1 − 1/L)^K) and min(K, L), and the smallest K of
+      the grid holding all L (reported).
+Landscape probes: Z71 — 400 independent random-start ascents end at a single frequency each, nearly
+uniformly (5–20 per frequency); collecting all 35 took 144 nodes on average (L·H_L = 145.1); sequential
+Muon-guided took 88 / 143 / 122 nodes (seeds 0–2) vs 135 / 187 / 143 independent. Z41 (L = 20, L·H_L =
+72): Muon 47 / 57 / 50 vs independent 87 / 120 / 80, ≈ 6 s per seed. A frequency's maxima form a
+family (any phase), so a new node can take an occupied frequency at an orthogonal phase: the
+orthogonalisation helps, but not down to ≈ L. (Simultaneous Muon ascent of K nodes gave little: 26 vs
+24 frequencies at K = 35, 33 vs 31 at K = 70.)
 
 Probes (Z71, p = 0.4, η = 2e-4, one seed per point, 2 contended cores):
   2000 steps, seed 0 — final test loss / coverage: K = 16: Adam 0.913/12 (lr 1e-3), Muon 0.938/12
@@ -32,8 +43,15 @@ import math
 
 import numpy as np
 import pandas as pd
+import torch
 
+from ..algebra.groups import get_group
+from ..algebra.representations import isotypic_components
+from ..engine.optim import newton_schulz5
 from ..store import write_parquet
+from ..task import make_task
+from ..theory.landscape import energy_and_grad
+from ..theory.spectra import node_spectrum
 from ..views.figures import pyplot, save_both
 from .common import (
     Findings,
@@ -63,8 +81,12 @@ RULE = (
     ">= half of the counted small widths and above 0 at none; contradicts if above 0 at some counted small width "
     "and below 0 at none; else inconclusive (also when no small width counts). coverage (Theorem 8), shared arm, "
     "every K < L·H_L: the paired interval of coverage Muon − Adam; supports if above 0 at >= half of the widths and below 0 "
-    "at none; contradicts if below 0 at some and above 0 at none; else inconclusive. Nodes needed (smallest K of "
-    "the grid where every seed covers all L) and the two theory curves are reported, not judged. overall: "
+    "at none; contradicts if below 0 at some and above 0 at none; else inconclusive. theorem8_count (energy "
+    "landscape, full data): nodes placed one after another until all L frequencies are covered, Muon-guided vs "
+    "independent, paired by seed; supports if the 95% t-interval of Muon − independent lies below 0, contradicts if "
+    "above 0, else inconclusive (a seed that never covers counts at the node limit); the counts against L and L·H_L "
+    "are reported. Nodes needed in training (smallest K of the grid where every seed covers all L) and the coverage "
+    "curves are reported, not judged. overall: "
     "contradicts if a part contradicts, supports if all support, else inconclusive.")
 
 PAPER = {"figure": "Fig 8, Lemma 2, Theorem 8", "group": "Z71", "K": "'relatively small compared to M' (values "
@@ -82,6 +104,8 @@ def _setting(size: str) -> dict:
             "adam_lrs": list(ADAM_LRS), "muon_lrs": list(MUON_LRS),
             "tune_widths": pick(size, [3], [16], [8, 16, 24, 32, 48, 64, 96, 128, 192]),
             "tune_seeds": pick(size, [100], [100], [100, 101]),
+            "count_group": pick(size, "Z11", "Z41", "Z71"), "count_seeds": pick(size, 2, 4, 8),
+            "count_max_nodes": pick(size, 40, 200, 400),
             "muon": "Muon (β 0.99, Newton–Schulz 5, decoupled decay) on W, Adam (coupled L2) on V at the shared lr"}
 
 
@@ -123,7 +147,15 @@ def plan(size: str) -> Plan:
         devs.append(deviation("best-lr tuning", "each optimiser at its best lr", f"lr chosen at K = "
                               f"{s['tune_widths']} on seed {s['tune_seeds']}, then used at every K",
                               "one tuning width (the small one) keeps the tuning runs to 6; full tunes at every width on 2 seeds"))
-    return make_plan(_tuning(s) + shared + best, PAPER, s, devs)
+    if size != "full":
+        devs.append(deviation("Theorem 8's count", "L = 35 features (Z71)", f"{s['count_group']}",
+                              "the sequential ascent costs ∝ nodes² (each Muon step orthogonalises against every "
+                              "node already placed); Z41 (L = 20) keeps it to seconds"))
+    order = int(s["count_group"][1:])
+    L = (order - 1) // 2
+    # ≈ 1.5 ms per ascent step at M = 41 with ≈ 2.5 L nodes placed (probe), ∝ M; independent nodes ≈ L·H_L of ⅓ of that
+    count = s["count_seeds"] * 150 * (2.5 * L + L * _harmonic(L) / 3) * 1.5e-3 * order / 41
+    return make_plan(_tuning(s) + shared + best, PAPER, s, devs, extra_core_seconds=count)
 
 
 def _ci(ci) -> str:
@@ -172,8 +204,14 @@ def verdict(m: dict) -> tuple[str, dict, list[str]]:
     parts["coverage_theorem8"] = judge_signs(cov, +1)
     reasons.append(f"coverage (shared arm): Muon more at {cov.count(1)}, fewer at {cov.count(-1)} of {len(cov)} widths "
                    f"→ {parts['coverage_theorem8']}")
-    if not parts:
-        return "inconclusive", {"runs": "inconclusive"}, ["no runs"]
+    cnt = m.get("count") or {}
+    d = cnt.get("muon_minus_independent") or {}
+    parts["theorem8_count"] = {1: "contradicts", -1: "supports", 0: "inconclusive"}[_sign(d.get("ci"))]
+    mean = lambda x: None if not x or x.get("mean") is None else round(x["mean"], 1)
+    reasons.append(f"nodes to cover all {cnt.get('L')} features (landscape, sequential): Muon {mean(cnt.get('muon'))}, "
+                   f"independent {mean(cnt.get('independent'))} (theory: L = {cnt.get('L')}, L·H_L = "
+                   f"{cnt.get('L_H_L')}); paired difference {d.get('diff')} CI {_ci(d.get('ci'))} → "
+                   f"{parts['theorem8_count']}")
     return combine(parts), parts, reasons
 
 
@@ -219,6 +257,18 @@ def _best_lrs(tune: pd.DataFrame, widths: list[int], tune_widths: list[int]) -> 
     return {k: chosen[min(tune_widths, key=lambda t: abs(math.log(t / k)))] for k in widths}
 
 
+def landscape_count(ctx: RecipeContext, s: dict) -> dict:
+    """nodes_to_cover per seed for both kinds of nodes, their paired difference, and the theory's L and L·H_L."""
+    cap = s["count_max_nodes"]
+    counts = {kind: {seed: nodes_to_cover(s["count_group"], seed, kind == "muon", cap) or cap
+                     for seed in range(s["count_seeds"])} for kind in ("muon", "independent")}
+    ctx.log(f"  muon: Theorem 8 count on {s['count_group']}: {counts}")
+    L = (int(s["count_group"][1:]) - 1) // 2
+    return {"group": s["count_group"], "L": L, "L_H_L": round(L * _harmonic(L), 1), "per_seed": counts,
+            "muon": mean_ci(list(counts["muon"].values())), "independent": mean_ci(list(counts["independent"].values())),
+            "muon_minus_independent": paired_diff(counts["muon"], counts["independent"]), "node_limit": cap}
+
+
 def nodes_needed(df: pd.DataFrame, L: int) -> dict:
     """Per optimiser: the smallest width of the grid where every seed covers all L frequencies (None: none)."""
     out = {}
@@ -227,6 +277,42 @@ def nodes_needed(df: pd.DataFrame, L: int) -> dict:
         hit = full[full >= L]
         out[opt] = int(hit.index.min()) if len(hit) else None
     return out
+
+
+def nodes_to_cover(group_name: str, seed: int, muon: bool, max_nodes: int, iters: int = 150,
+                   lr: float = 0.1) -> int | None:
+    """Theorem 8's count on the energy landscape (full data, σ = x²): nodes are ascended ONE AFTER ANOTHER on the
+    unit sphere from Gaussian starts; returns how many it takes until their dominant frequencies (share ≥ 0.5,
+    non-trivial) cover all L, or None within max_nodes.
+
+    independent (muon=False): node k follows its own normalised gradient ∇E(w_k).
+    Muon-guided (muon=True): node k's step is the last column of NS5([g_1 … g_{k−1}, ∇E(w_k)]), g_j the
+    normalised gradients of the nodes already placed (at their maxima) — the orthogonalisation that Theorem 8
+    says discounts directions other nodes occupy. Step lr·(1 − t/iters), then renormalise.
+    """
+    G = get_group(group_name)
+    task = make_task(G, 2)
+    X, Y, M = task.inputs, task.labels, G.order
+    comps = isotypic_components(G)
+    L = len(comps.names) - 1
+    gen = torch.Generator().manual_seed(int(seed))
+    placed, covered = [], set()
+    for k in range(max_nodes):
+        w = torch.randn(1, 2 * M, generator=gen, dtype=torch.float64)
+        w = w / w.norm()
+        for it in range(iters):
+            _, g = energy_and_grad(w, X, Y, M, "sqr")
+            u = newton_schulz5(torch.cat(placed + [g]).T.unsqueeze(0)).squeeze(0).T[-1] if muon and placed else g[0]
+            w = w + lr * (1 - it / iters) * u / u.norm().clamp_min(1e-300)
+            w = w / w.norm()
+        _, g = energy_and_grad(w, X, Y, M, "sqr")
+        placed.append(g / g.norm())
+        frac = node_spectrum(w.T.contiguous(), comps, 2).mean(0)[0]
+        if float(frac.max()) >= 0.5 and int(frac.argmax()) != 0:
+            covered.add(int(frac.argmax()))
+        if len(covered) == L:
+            return k + 1
+    return None
 
 
 def run(ctx: RecipeContext) -> Findings:
@@ -244,10 +330,11 @@ def run(ctx: RecipeContext) -> Findings:
     arms = {arm: _per_width(g) for arm, g in df.groupby("arm", sort=False)}
     shared_df = df[df.arm == "shared"]
     theory = {str(k): {"independent_coupon": L * (1 - (1 - 1 / L) ** k), "muon_ideal": min(k, L)} for k in s["widths"]}
+    count = landscape_count(ctx, s)
     measured = {"L": L, "arms": arms, "best_lrs": {str(k): v for k, v in best.items()},
                 "nodes_needed": {"measured_shared_arm": nodes_needed(shared_df, L),
                                  "theorem8_independent": L * _harmonic(L), "theorem8_muon": L},
-                "coverage_theory": theory, "runs": int(len(df)) + int(len(tune))}
+                "coverage_theory": theory, "count": count, "runs": int(len(df)) + int(len(tune))}
     verdict_, parts, reasons = verdict(measured)
     figs = _figure(ctx, arms, theory, L)
     small = [k for k in arms["shared"] if int(k) <= L]
@@ -255,7 +342,9 @@ def run(ctx: RecipeContext) -> Findings:
         f"{arm} lr: test loss Muon − Adam " + ", ".join(f"K={k} {v[k]['test_loss_diff']['diff']:+.3f}" for k in small)
         for arm, v in arms.items()) + "; coverage Muon vs Adam " + ", ".join(
         f"K={k} {v['muon']['coverage']['mean']:.1f} vs {v['adam']['coverage']['mean']:.1f}"
-        for k, v in arms["shared"].items())
+        for k, v in arms["shared"].items()) + (
+        f"; nodes to cover all {count['L']} features ({count['group']} landscape): Muon {count['muon']['mean']:.0f}, "
+        f"independent {count['independent']['mean']:.0f} (L·H_L = {count['L_H_L']})")
     return {"claim": CLAIM, **plan_setting(plan(ctx.size)), "measured": measured, "rule": RULE,
             "verdict": verdict_, "verdict_parts": parts, "reasons": reasons, "headline": headline,
             "expected": {"test_loss": "Muon < Adam at small K", "coverage": "Muon ≈ min(K, L), independent nodes "
