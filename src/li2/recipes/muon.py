@@ -36,6 +36,9 @@ Muon − Adam within ±0.004 at every K (CIs ±0.02), Muon at the shared lr not 
 coverage K = 64: 30.7 (Muon) vs 23.7 (Adam). (b) K 16/64, 3 seeds, 5000 steps, paired intervals —
 257 s; K = 16: test loss Muon − Adam +0.002 (shared lr, CI ±0.016), +0.004 (best lr: Adam 2e-3, Muon
 1e-2, CI ±0.014); coverage K = 64: 28.7 vs 23.7, paired CI [−1.5, 11.5] with t(2) = 4.3 — hence 4 seeds.
+(c) this setting, 4 seeds (323 s): K = 16 test loss Muon − Adam +0.005 (shared, CI [−0.007, 0.018]) and
++0.005 (best, CI [−0.003, 0.014]); coverage K = 64 28.8 vs 24.0 (supports); landscape count on Z41
+Muon 47/57/50/50 vs independent 87/120/80/100 nodes (paired CI [−68, −23]).
 """
 from __future__ import annotations
 
