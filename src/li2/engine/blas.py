@@ -91,6 +91,13 @@ def _flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
+def _forget_pools() -> None:
+    _pools.clear()   # a forked child has none of its parent's threads: let it start its own
+
+
+os.register_at_fork(after_in_child=_forget_pools)
+
+
 def lane_pool(threads: int) -> ThreadPoolExecutor:
     """The process's pool of `threads` lane workers (created once, reused by every model)."""
     with _lock:

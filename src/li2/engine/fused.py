@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import kernels
 from .blas import GEMMS, choose, lane_pool, single_threaded_blas
+from .kernels import ACTIVATION_CODES, LOSS_CODES, backward_block, forward_block, loss_block
 
 LANES = 2
 
@@ -74,6 +74,12 @@ class _Scratch(threading.local):
         return store[key]
 
 
+def _quiet(fn, *args):
+    # a diverging model's NaN/inf are handled by the trainer; numpy need not warn about them
+    with np.errstate(all="ignore"):
+        return fn(*args)
+
+
 class FusedStep:
     """Loss, accuracy and gradients of the two-layer network (layers = 0) on CPU tensors.
 
@@ -82,8 +88,8 @@ class FusedStep:
 
     def __init__(self, activation: str, loss: str, blas: str = "auto", threads: int | None = None,
                  lanes: int = LANES, block: int | None = None):
-        self.act = kernels.ACTIVATION_CODES[activation]
-        self.loss = kernels.LOSS_CODES[loss]
+        self.act = ACTIVATION_CODES[activation]
+        self.loss = LOSS_CODES[loss]
         self.blas_request = blas
         self.blas: str | None = None
         self.threads = threads or torch.get_num_threads()
@@ -100,7 +106,7 @@ class FusedStep:
 
     def _run(self, tasks):
         pool = lane_pool(self.threads)
-        return [f.result() for f in [pool.submit(*t) for t in tasks]]
+        return [f.result() for f in [pool.submit(_quiet, *t) for t in tasks]]
 
     # -- training pass ------------------------------------------------------------------------------
     def loss_and_grads(self, W: torch.Tensor, V: torch.Tensor, plan: Plan, keep_blocks: bool):
@@ -153,12 +159,12 @@ class FusedStep:
             e = min(nl, s + c)
             Fb, Ob = F[s:e], dO[s:e]
             D = np.empty((e - s, K), W.dtype) if keep else Dbuf[:e - s]
-            kernels.forward_block(W, rows[s:e], self.act, Fb, S[:e - s])
+            forward_block(W, rows[s:e], self.act, Fb, S[:e - s])
             self.gemm(Fb, V, Ob)
-            value, correct = kernels.loss_block(Ob, labels[s:e], self.loss, inv_n, True)
+            value, correct = loss_block(Ob, labels[s:e], self.loss, inv_n, True)
             total, hits = total + value, hits + correct
             self.gemm(Ob, V.T, D)
-            kernels.backward_block(D, S[:e - s], rows[s:e], dW)
+            backward_block(D, S[:e - s], rows[s:e], dW)
             if keep:
                 blocks.append((s0 + s, s0 + e, Fb, D))
         dV = np.empty((K, M), W.dtype)
@@ -190,8 +196,8 @@ class FusedStep:
         total, hits = 0.0, 0
         for s in range(0, s1 - s0, c):
             e = min(s1 - s0, s + c)
-            kernels.forward_block(W, rows[s:e], self.act, F[:e - s], no_S)
+            forward_block(W, rows[s:e], self.act, F[:e - s], no_S)
             self.gemm(F[:e - s], V, O[:e - s])
-            value, correct = kernels.loss_block(O[:e - s], labels[s:e], self.loss, 1.0, False)
+            value, correct = loss_block(O[:e - s], labels[s:e], self.loss, 1.0, False)
             total, hits = total + value, hits + correct
         return total, hits

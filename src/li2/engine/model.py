@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..activations import get_activation
-from . import kernels
 from .fused import FusedStep, Plan, make_plan
+from .kernels import available as fused_kernels_available
 
 
 @dataclass
@@ -167,7 +167,7 @@ class TwoLayerNet:
         self.layers = layers
         self.block = block      # samples per block of the torch path; None = chunk_size(K, B)
         self.fused = (FusedStep(activation, loss, blas, threads)
-                      if fused and layers == 0 and kernels.available() else None)
+                      if fused and layers == 0 and fused_kernels_available() else None)
 
     def uses_fused(self, device: torch.device) -> bool:
         """Whether steps on `device` run through the fused CPU kernels."""

@@ -15,7 +15,8 @@ import math
 
 import torch
 
-from . import kernels
+from .kernels import adam_update
+from .kernels import available as fused_kernels_available
 
 # SPEC §6: the reference's five Newton–Schulz (a, b, c) steps.
 NS_COEFFS = ((4.01, -9.22, 5.80), (3.49, -6.38, 3.23), (3.34, -6.21, 3.20), (3.64, -7.48, 4.43),
@@ -40,7 +41,7 @@ def newton_schulz5(G: torch.Tensor) -> torch.Tensor:
 
 def _fusable(*tensors: torch.Tensor) -> bool:
     """Whether the fused CPU kernel can update these tensors in place."""
-    return (FUSED_ADAM and kernels.available() and all(t.device.type == "cpu" and t.is_contiguous()
+    return (FUSED_ADAM and fused_kernels_available() and all(t.device.type == "cpu" and t.is_contiguous()
                                                        and t.dtype in (torch.float32, torch.float64)
                                                        and t.dtype == tensors[0].dtype for t in tensors))
 
@@ -108,7 +109,7 @@ class Optimizer:
         if _fusable(p, g, m, v):   # one pass per model instead of ~10 torch ops (tests compare both)
             lr, wd = self.lr.tolist(), self.weight_decay.tolist()
             for b in range(p.shape[0]):
-                kernels.adam_update(p[b].view(-1).numpy(), g[b].reshape(-1).numpy(), m[b].view(-1).numpy(),
+                adam_update(p[b].view(-1).numpy(), g[b].reshape(-1).numpy(), m[b].view(-1).numpy(),
                                     v[b].view(-1).numpy(), lr[b], wd[b], beta1, beta2, self.eps,
                                     self.step_count, decoupled)
             return

@@ -71,7 +71,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def test_subset(test_idx: torch.Tensor, seeds: list[int], size: int) -> torch.Tensor:
+def evaluation_subset(test_idx: torch.Tensor, seeds: list[int], size: int) -> torch.Tensor:
     """The test samples evaluated during training: per model a fixed random subset of `size` of its
     test indices (B, n_test), drawn by its seed and kept sorted; all of them when size is 0 or ≥ n_test.
 
@@ -111,7 +111,7 @@ class Trainer:
         self.train = make_batch(task.inputs, task.labels, train_idx, m, config.loss, self.dtype, device)
         self.test = (make_batch(task.inputs, task.labels, test_idx, m, config.loss, self.dtype, device)
                      if test_idx.shape[1] > 0 else None)
-        sub_idx = test_subset(test_idx, self.seeds, config.test_subset)
+        sub_idx = evaluation_subset(test_idx, self.seeds, config.test_subset)
         self.test_during = (self.test if sub_idx is test_idx else
                             make_batch(task.inputs, task.labels, sub_idx, m, config.loss, self.dtype, device))
         inits = [init_params(m, task.operands, config.width, config.layers, s, config.init_scale,
