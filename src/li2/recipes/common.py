@@ -24,7 +24,6 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from ..runs.training import train
 from ..store import StoreError, read_json, read_parquet, write_text
@@ -69,6 +68,7 @@ def mean_ci(values, level: float = 0.95) -> dict:
     if n < 2:
         return {"n": 1, "mean": mean, "std": None, "ci": None}
     std = float(x.std(ddof=1))
+    from scipy import stats  # heavy (≈0.5 s): only recipes that report intervals pay it
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n))
     return {"n": n, "mean": mean, "std": std, "ci": [mean - half, mean + half]}
 
@@ -88,6 +88,7 @@ def welch_diff(a, b, level: float = 0.95) -> dict:
     if se == 0:
         return {"diff": d, "ci": [d, d]}
     dof = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1) if va else 0) + (vb ** 2 / (len(b) - 1) if vb else 0))
+    from scipy import stats
     half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
     return {"diff": d, "ci": [d - half, d + half]}
 
@@ -99,6 +100,7 @@ def spearman(x, y) -> float | None:
     x, y = x[ok], y[ok]
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
+    from scipy import stats
     return float(stats.spearmanr(x, y).statistic)
 
 
