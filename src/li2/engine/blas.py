@@ -2,11 +2,11 @@
 worker threads (lanes) the step runs on.
 
 Which library multiplies fastest depends on the CPU (measured on this AMD EPYC: OpenBLAS ≈ 105,
-MKL ≈ 80 GFLOP/s per core on the model's block shapes), so `choose("auto", …)` times both once per
-process on the model's own shapes and keeps the faster; torch must win by CHOICE_MARGIN to be
-taken, so that noise does not flip the choice between runs.  The choice is exported as LI2_BLAS, so
-worker processes started afterwards (sweeps) inherit it, and LI2_BLAS=numpy|torch set by the user
-pins it.  A run's arithmetic depends on the library (different summation orders), not on who ran it.
+MKL ≈ 80 GFLOP/s per core on the step's block shapes), so `auto_blas()` times both once per process
+on a block-shaped probe and keeps the faster; torch must win by CHOICE_MARGIN to be taken, so that
+noise does not flip the choice between runs.  The choice is exported as LI2_BLAS, so worker processes
+started afterwards (sweeps) inherit it, and LI2_BLAS=numpy|torch set by the user pins it.  A run's
+arithmetic depends on the library (different summation orders), not on which thread ran it.
 
 Lane threads flush denormals (FTZ/DAZ): they only ever run li2's kernels, and denormals from decaying
 weights slow CPU arithmetic by orders of magnitude (torch.set_flush_denormal acts on its own thread).
@@ -66,25 +66,33 @@ def step_gemm_rate(gemm, c: int, K: int, M: int, dtype=np.float32, repeats: int 
     return 6 * c * K * M / best / 1e9
 
 
-def choose(blas: str, c: int, K: int, M: int, dtype=np.float32) -> str:
-    """The GEMM library for the fused step: `blas` unless "auto"; then LI2_BLAS, else a measurement."""
-    if blas != "auto":
-        return blas
+PROBE_SHAPE = (256, 1024, 64)   # (c, K, M): a block of the step at a typical width
+
+
+def auto_blas() -> str:
+    """The faster GEMM library of this machine: LI2_BLAS when set, else measured once on PROBE_SHAPE
+    (one thread each) and exported as LI2_BLAS, so that processes started later make the same choice."""
     env = os.environ.get("LI2_BLAS")
     if env in BLAS_CHOICES:
         return env
-    key = str(np.dtype(dtype))
-    if key not in _chosen:
+    if "auto" not in _chosen:
         single_threaded_blas()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            rates = {name: step_gemm_rate(fn, c, K, M, dtype) for name, fn in GEMMS.items()}
+            rates = {name: step_gemm_rate(fn, *PROBE_SHAPE) for name, fn in GEMMS.items()}
         finally:
             torch.set_num_threads(threads)
-        _chosen[key] = "torch" if rates["torch"] > CHOICE_MARGIN * rates["numpy"] else "numpy"
-        os.environ["LI2_BLAS"] = _chosen[key]
-    return _chosen[key]
+        _chosen["auto"] = "torch" if rates["torch"] > CHOICE_MARGIN * rates["numpy"] else "numpy"
+        os.environ["LI2_BLAS"] = _chosen["auto"]
+    return _chosen["auto"]
+
+
+def choose(blas: str) -> str:
+    """The GEMM library for the fused step: `blas` itself unless it is "auto"."""
+    if blas not in BLAS_CHOICES + ("auto",):
+        raise ValueError(f"unknown BLAS '{blas}': choose auto, numpy or torch")
+    return auto_blas() if blas == "auto" else blas
 
 
 def _flush_denormals() -> None:

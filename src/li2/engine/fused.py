@@ -59,7 +59,7 @@ def make_plan(batch_rows: torch.Tensor, labels: torch.Tensor, rows_per_model: in
 class LaneResult:
     loss: float
     correct: int
-    blocks: list                 # [(start, stop, F, D)] kept for hooks, in row order
+    blocks: list                 # [(start, stop, F, D)] kept for hooks: the lane's rows, F and D = dO·Vᵀ
     dV: np.ndarray | None
 
 
@@ -101,7 +101,7 @@ class FusedStep:
     def _setup(self, W: np.ndarray, M: int) -> None:
         if self.blas is None:
             single_threaded_blas()
-            self.blas = choose(self.blas_request, self.block or block_rows(W.shape[-1]), W.shape[-1], M, W.dtype)
+            self.blas = choose(self.blas_request)
         self.gemm = GEMMS[self.blas]
 
     def _run(self, tasks):
@@ -152,24 +152,24 @@ class FusedStep:
         F = np.empty((nl, K), W.dtype) if keep else sc.get("F", (nl, K), W.dtype)
         dO = sc.get("dO", (nl, M), W.dtype)
         S = sc.get("S", (c, K), W.dtype)
-        Dbuf = sc.get("D", (c, K), W.dtype)
+        D_lane = np.empty((nl, K), W.dtype) if keep else None
+        D_block = sc.get("D", (c, K), W.dtype)
         dW.fill(0)
-        total, hits, blocks = 0.0, 0, []
+        total, hits = 0.0, 0
         for s in range(0, nl, c):
             e = min(nl, s + c)
             Fb, Ob = F[s:e], dO[s:e]
-            D = np.empty((e - s, K), W.dtype) if keep else Dbuf[:e - s]
+            D = D_lane[s:e] if keep else D_block[:e - s]
             forward_block(W, rows[s:e], self.act, Fb, S[:e - s])
             self.gemm(Fb, V, Ob)
             value, correct = loss_block(Ob, labels[s:e], self.loss, inv_n, True)
             total, hits = total + value, hits + correct
             self.gemm(Ob, V.T, D)
             backward_block(D, S[:e - s], rows[s:e], dW)
-            if keep:
-                blocks.append((s0 + s, s0 + e, Fb, D))
         dV = np.empty((K, M), W.dtype)
-        self.gemm(F[:nl].T, dO[:nl], dV)
-        return LaneResult(total, hits, blocks, dV)
+        self.gemm(F.T, dO[:nl], dV)
+        # hooks get the lane whole (one call per lane: their per-call overhead is paid twice, not n/c times)
+        return LaneResult(total, hits, [(s0, s1, F, D_lane)] if keep else [], dV)
 
     # -- forward only -------------------------------------------------------------------------------
     def evaluate(self, W: torch.Tensor, V: torch.Tensor, plan: Plan):

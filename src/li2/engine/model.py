@@ -260,8 +260,9 @@ class TwoLayerNet:
         if keep:
             # G_F = −∂L_sum/∂F = scale·D with D = dO·Vᵀ = ∂L_mean/∂F; L_sum = (n/2)·L_mean (mse), n·L_mean (ce)
             scale = -(n / 2.0 if self.loss == "mse" else float(n))
-            stacked = [(start, stop, torch.stack([torch.from_numpy(k[j][2]) for k in kept]),
-                        torch.stack([torch.from_numpy(k[j][3]) for k in kept]))
+            stack = lambda arrays: (torch.from_numpy(arrays[0])[None] if len(arrays) == 1
+                                    else torch.stack([torch.from_numpy(a) for a in arrays]))
+            stacked = [(start, stop, stack([k[j][2] for k in kept]), stack([k[j][3] for k in kept]))
                        for j, (start, stop, _, _) in enumerate(kept[0])]
             if on_block is not None:
                 for start, stop, F, D in stacked:
