@@ -100,13 +100,14 @@ def forward_block(W, rows, act, F, S):
 
 
 @_jit
-def loss_block(O, labels, loss, inv_n, grad):
+def loss_block(O, labels, M, loss, inv_n, grad):
     """Summed loss and correct count of a block; with grad, O is overwritten by dL/dO for a mean over n.
 
-    O: (c, M) outputs; labels: (c,) int64.  mse: r = o − mean(o) − (e_y − 1/M), loss Σ‖r‖², dO = 2r/n.
+    O: (c, Mp) outputs, of which the first M columns are the classes (the rest, GEMM padding, get
+    dO = 0); labels: (c,) int64.  mse: r = o − mean(o) − (e_y − 1/M), loss Σ‖r‖², dO = 2r/n.
     ce: loss Σ(logsumexp(o) − o_y), dO = (softmax(o) − e_y)/n.  Accuracy: first index of the max.
     """
-    c, M = O.shape
+    c, Mp = O.shape
     total = 0.0
     correct = 0
     inv_m = 1.0 / M
@@ -145,6 +146,9 @@ def loss_block(O, labels, loss, inv_n, grad):
                 for m in range(M):
                     o[m] = math.exp(o[m] - lse) * inv_n
                 o[y] -= inv_n
+        if grad:
+            for m in range(M, Mp):
+                o[m] = 0.0
     return total, correct
 
 
