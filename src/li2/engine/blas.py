@@ -95,6 +95,15 @@ def choose(blas: str) -> str:
     return auto_blas() if blas == "auto" else blas
 
 
+def resolved_blas(requested: str, device: torch.device) -> str:
+    """What multiplies a run's matrices: "numpy" or "torch" in the fused CPU step, "torch" on CUDA or
+    without numba (the torch-ops path)."""
+    from .kernels import available
+    if device.type != "cpu" or not available():
+        return "torch"
+    return choose(requested)
+
+
 def _flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
