@@ -118,3 +118,19 @@ def test_test_subset_is_fixed_by_seed_and_the_final_evaluation_uses_the_whole_te
     whole = trainer.model.evaluate(trainer.params, trainer.test)
     assert rows[-1]["test_acc"] == float(whole.acc[0])
     assert all(abs(r["test_acc"] * 50 - round(r["test_acc"] * 50)) < 1e-9 for r in rows[:-1])
+
+
+def test_torch_ops_path_trains_the_same_model():
+    """The path CUDA (or a machine without numba) takes, run on the CPU: same metrics in float64."""
+    cfg = TrainConfig(group="Z23", width=64, steps=120, eval_every=20, early_stop=False, checkpoint_every=0,
+                      dtype="float64", test_subset=100)
+    task, ratio = build_task(cfg)
+    fused = Trainer(cfg, task, [0], ratio, torch.device("cpu"))
+    ops = Trainer(cfg, task, [0], ratio, torch.device("cpu"))
+    ops.model.fused = None
+    assert fused.model.uses_fused(torch.device("cpu")) and not ops.model.uses_fused(torch.device("cpu"))
+    a, b = fused.run(), ops.run()
+    for r, s in zip(a.rows, b.rows):
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "w_norm", "v_norm"):
+            assert abs(r[key] - s[key]) <= 1e-8 * max(1.0, abs(s[key])), (key, r, s)
+    torch.testing.assert_close(a.params["W"], b.params["W"], rtol=1e-8, atol=1e-10)
