@@ -134,3 +134,17 @@ def test_torch_ops_path_trains_the_same_model():
         for key in ("train_loss", "train_acc", "test_loss", "test_acc", "w_norm", "v_norm"):
             assert abs(r[key] - s[key]) <= 1e-8 * max(1.0, abs(s[key])), (key, r, s)
     torch.testing.assert_close(a.params["W"], b.params["W"], rtol=1e-8, atol=1e-10)
+
+
+def test_an_early_stopped_model_ends_with_the_whole_test_set():
+    cfg = TrainConfig(group="Z23", width=64, train_ratio=0.6, lr=5e-3, weight_decay=1e-3, steps=1500,
+                      eval_every=10, stop_margin=20, checkpoint_every=0, test_subset=60, diagnostics="off")
+    task, ratio = build_task(cfg)
+    trainer = Trainer(cfg, task, [0], ratio, torch.device("cpu"))
+    result = trainer.run()
+    assert result.status == ["early_stop"] and result.stopped_step[0] < cfg.steps
+    whole = trainer.model.evaluate(trainer.params, trainer.test)
+    subset = trainer.model.evaluate(trainer.params, trainer.test_during)
+    assert result.rows[-1]["test_loss"] == float(whole.loss[0]) != float(subset.loss[0])
+    assert result.rows[-1]["test_acc"] == float(whole.acc[0])
+    assert all(abs(r["test_acc"] * 60 - round(r["test_acc"] * 60)) < 1e-9 for r in result.rows[:-1])

@@ -95,8 +95,8 @@ class TrainConfig(BaseModel):
     grok_threshold: float = Field(0.95, gt=0, le=1, description="test accuracy that counts as generalised")
     test_subset: int = Field(4096, ge=0, description="evaluate test accuracy during training on a fixed random "
                                                      "subset of at most this many test samples per model, chosen by "
-                                                     "its seed (0 = whole test set); the final evaluation always "
-                                                     "uses the whole test set")
+                                                     "its seed (0 = whole test set); a model's last row (end of "
+                                                     "budget or early stop) always uses the whole test set")
     checkpoint_every: int = Field(500, ge=0, description="periodic checkpoint interval (0 = final only)")
     diagnostics: Literal["off", "basic", "full"] = Field("basic", description="theory diagnostics at each "
                                                                             "evaluation (full adds FFᵀ's distance "

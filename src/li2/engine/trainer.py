@@ -258,6 +258,7 @@ class Trainer:
             for hook in self.hooks:
                 cols.update(hook(ctx))
         cols = {k: v.detach().double().cpu().tolist() for k, v in cols.items()}
+        new_rows = {}
         for i, seed in enumerate(self.seeds):
             if step > 0 and not bool(self.active[i]) and int(self.stopped[i]) < step:
                 continue   # stopped models keep their last row
@@ -265,11 +266,24 @@ class Trainer:
             row.update({k: v[i] for k, v in cols.items()})
             row["wall_seconds"] = self.elapsed
             self.rows.append(row)
+            new_rows[i] = row
         self._early_stop(step, torch.tensor(cols["test_acc"]))
+        self._whole_test_for_stopped(step, new_rows, final)
         if not final:
             finite = torch.isfinite(train_eval.loss)
             for k in self.params:
                 self.last_good[k][finite] = self.params[k][finite]
+
+    def _whole_test_for_stopped(self, step: int, new_rows: dict[int, dict], final: bool) -> None:
+        """A model that early-stops at this step ends here: its last row reports the whole test set
+        (the subset decided the stop), like the final evaluation of a run that used its budget."""
+        if final or self.test_during is self.test or self.test is None:
+            return
+        stopping = [i for i in new_rows if int(self.stopped[i]) == step and not bool(self.diverged[i])]
+        if stopping:
+            whole = self.model.evaluate(self.params, self.test)
+            for i in stopping:
+                new_rows[i]["test_loss"], new_rows[i]["test_acc"] = float(whole.loss[i]), float(whole.acc[i])
 
     def _early_stop(self, step: int, test_acc: torch.Tensor) -> None:
         """Stop a model once test accuracy ≥ grok_threshold has held for stop_margin steps."""
