@@ -41,9 +41,9 @@ def newton_schulz5(G: torch.Tensor) -> torch.Tensor:
 
 def _fusable(*tensors: torch.Tensor) -> bool:
     """Whether the fused CPU kernel can update these tensors in place."""
-    return (FUSED_ADAM and fused_kernels_available() and all(t.device.type == "cpu" and t.is_contiguous()
-                                                       and t.dtype in (torch.float32, torch.float64)
-                                                       and t.dtype == tensors[0].dtype for t in tensors))
+    same = lambda t: t.dtype == tensors[0].dtype and t.dtype in (torch.float32, torch.float64)
+    return FUSED_ADAM and fused_kernels_available() and all(t.device.type == "cpu" and t.is_contiguous() and same(t)
+                                                            for t in tensors)
 
 
 FUSED_ADAM = True   # tests switch it off to compare the kernel with the torch ops
@@ -110,8 +110,7 @@ class Optimizer:
             lr, wd = self.lr.tolist(), self.weight_decay.tolist()
             for b in range(p.shape[0]):
                 adam_update(p[b].view(-1).numpy(), g[b].reshape(-1).numpy(), m[b].view(-1).numpy(),
-                                    v[b].view(-1).numpy(), lr[b], wd[b], beta1, beta2, self.eps,
-                                    self.step_count, decoupled)
+                            v[b].view(-1).numpy(), lr[b], wd[b], beta1, beta2, self.eps, self.step_count, decoupled)
             return
         wd, lr = _per_model(self.weight_decay, p), _per_model(self.lr, p)
         if decoupled:
