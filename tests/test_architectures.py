@@ -241,3 +241,34 @@ def test_layer_timing_reads_which_layer_moved_first():
     assert layer_timing(m[["step"]]) is None
     json.dumps(out)
 
+
+
+# -- the architectures recipe's rule on hand-made numbers ------------------------------------------------
+
+def _synthetic_phase(law, orders=(23, 31, 41, 53, 71), seeds=3):
+    """Runs whose success switches exactly at p_c = law(M), on a dense grid: analyse_phase's input."""
+    rows = []
+    for m in orders:
+        for p in np.geomspace(0.05, 0.9, 40):
+            for s in range(seeds):
+                rows.append({"order": m, "train_ratio": float(p), "seed": s,
+                             "final_test_acc": 1.0 if p >= law(m) else 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_architectures_rule_supports_ln_m_over_m_and_rejects_a_flat_threshold():
+    from li2.recipes.architectures import judge_form, judge_peer, verdict
+    from li2.studies.phase import analyse_phase
+    lnm = analyse_phase(_synthetic_phase(lambda m: 3.0 * math.log(m) / m))
+    flat = analyse_phase(_synthetic_phase(lambda m: 0.3 + 0.0005 * m))       # rises with M: not ln M/M at all
+    assert judge_form(lnm)[0] == "supports" and abs(lnm["c"] - 3.0) < 0.2
+    assert judge_form(flat)[0] == "contradicts"
+    few = analyse_phase(_synthetic_phase(lambda m: 3.0 * math.log(m) / m, orders=(23, 71)))
+    assert judge_form(few)[0] == "inconclusive"
+    both = {"architectures": {"a": {"analysis": lnm}, "b": {"analysis": flat}}, "peer": None}
+    assert verdict(both)[0] == "contradicts"
+    assert verdict({"architectures": {"a": {"analysis": lnm}}, "peer": None})[0] == "supports"
+    assert judge_peer({"grokked": True, "finished": True, "key_count": 5}) == "supports"
+    assert judge_peer({"grokked": True, "finished": True, "key_count": 20}) == "contradicts"
+    assert judge_peer({"grokked": False, "finished": True, "key_count": 5}) == "contradicts"
+    assert judge_peer(None) is None
