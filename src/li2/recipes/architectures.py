@@ -64,6 +64,7 @@ MIN_BRACKETED = 3
 FORM_R2_MIN, FORM_R2_BAD = 0.8, 0.5
 FORM_ADJ_MARGIN, FORM_ADJ_BAD = 0.01, 0.05
 HANDFUL = 8            # the peer check: "a handful" of key frequencies is at most this many
+MAX_RATIO = 0.9        # grid ratios are capped here: at p = 1 there is no test set, so nothing to measure
 RULE = (f"per architecture, from li2.studies.phase.analyse_phase on its runs (success = final test acc >= {SUCCESS}): "
         f"needs >= {MIN_BRACKETED} bracketed M, else inconclusive; supports if R²(c·ln M/M) >= {FORM_R2_MIN} and its "
         f"adjusted R² is within {FORM_ADJ_MARGIN} of the best of the four forms (c·ln M/M, a·M^-b·ln M, c/√M, "
@@ -109,19 +110,24 @@ def _setting(size: str, in_all: bool = False) -> dict:
 
 
 def ratio(multiple: float, c: float, order: int) -> float:
-    """p = multiple·c·ln M / M, capped at 1, rounded to 4 digits (so equal ratios share a run)."""
-    return min(1.0, round(multiple * c * math.log(order) / order, 4))
+    """p = multiple·c·ln M / M, capped at MAX_RATIO, rounded to 4 digits (so equal ratios share a run)."""
+    return min(MAX_RATIO, round(multiple * c * math.log(order) / order, 4))
 
 
 def _configs(s: dict) -> list[dict]:
-    out = []
+    """Every run of the grid, once (multiples capped to the same ratio are one run)."""
+    out, seen = [], set()
     for arch, opts in s["models"].items():
         for m in s["orders"]:
             for mult in s["multiples"]:
+                p = ratio(mult, s["reference_c"][arch], m)
                 for seed in range(s["seeds"]):
-                    out.append({**opts, "group": f"Z{m}", "train_ratio": ratio(mult, s["reference_c"][arch], m),
-                                "steps": s["steps"][arch], "early_stop": True, "stop_margin": 100,
-                                "grok_threshold": SUCCESS, "diagnostics": "off", "checkpoint_every": 0, "seed": seed})
+                    if (arch, m, p, seed) in seen:
+                        continue
+                    seen.add((arch, m, p, seed))
+                    out.append({**opts, "group": f"Z{m}", "train_ratio": p, "steps": s["steps"][arch],
+                                "early_stop": True, "stop_margin": 100, "grok_threshold": SUCCESS,
+                                "diagnostics": "off", "checkpoint_every": 0, "seed": seed})
     return out
 
 
