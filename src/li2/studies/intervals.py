@@ -132,21 +132,65 @@ def _chi2_1(level: float) -> float:
     return float(chi2.ppf(level, 1))
 
 
-def _student_cut(k: int, level: float) -> float:
-    """k·ln(1 + t²_{k−1}/(k−1)): the LR cut-off that reproduces the Student-t interval (module doc)."""
+def student_cut(k: int, level: float, n_params: int = 1) -> float:
+    """k·ln(1 + t²_{k−q}/(k−q)) for q = n_params location parameters: the LR cut-off that reproduces the
+    Student-t interval of a normal linear model with unknown variance (module doc); χ²₁ when k ≤ q."""
     from scipy.stats import t as student_t
-    if k < 2:
+    dof = k - n_params
+    if dof < 1:
         return _chi2_1(level)
-    q = float(student_t.ppf(0.5 + level / 2, k - 1))
-    return k * math.log1p(q * q / (k - 1))
+    q = float(student_t.ppf(0.5 + level / 2, dof))
+    return k * math.log1p(q * q / dof)
 
 
-def _smoothed(lik: np.ndarray, tau: float) -> np.ndarray:
-    """∫ lik(x + u) φ_τ(u) du on the x grid (constant continuation beyond its ends)."""
-    if tau == 0.0:
-        return lik
+SMOOTH_TRUNCATE = 5.0             # the random-effect kernel is cut at 5 τ
+
+
+@dataclass
+class Smoothed:
+    """One M's likelihood smoothed by each random effect: lik[j] = ∫ L_M(θ + u) φ_{TAUS[j]}(u) du on
+    `grid` (G,) (step X_STEP), for θ anywhere: beyond the grid the value is the end value (the
+    profile's likelihood is continued as a constant, and the grid is padded by the kernel's reach)."""
+
+    grid: np.ndarray
+    lik: np.ndarray      # (len(TAUS), G)
+
+
+def smooth_profile(profile: Profile) -> Smoothed:
+    """The Smoothed likelihoods of one Profile (computed once; every fit then only interpolates)."""
     from scipy.ndimage import gaussian_filter1d
-    return gaussian_filter1d(lik, tau / X_STEP, mode="nearest", truncate=5.0)
+    pad = SMOOTH_TRUNCATE * TAUS[-1] + X_STEP
+    grid = np.arange(profile.theta[0] - pad, profile.theta[-1] + pad + X_STEP / 2, X_STEP)
+    base = np.exp(np.interp(grid, profile.theta, profile.loglik))
+    lik = np.stack([base if tau == 0.0 else
+                    gaussian_filter1d(base, tau / X_STEP, mode="nearest", truncate=SMOOTH_TRUNCATE)
+                    for tau in TAUS])
+    return Smoothed(grid, lik)
+
+
+def _at(sm: Smoothed, theta: np.ndarray) -> np.ndarray:
+    """sm's smoothed likelihoods at θ values (X,): (len(TAUS), X), linear between grid points."""
+    pos = np.clip((theta - sm.grid[0]) / X_STEP, 0.0, sm.grid.size - 1.000001)
+    i = pos.astype(int)
+    w = pos - i
+    return sm.lik[:, i] * (1.0 - w) + sm.lik[:, i + 1] * w
+
+
+def joint_loglik(profiles: list[Profile], log_shape, smoothed: list[Smoothed] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The random-effects log-likelihood of x = ln c in ln p_c(M) = x + log_shape[M] + u_M, u_M ~ N(0, τ²),
+    profiled over τ ∈ TAUS (module doc). Returns (x (X,) grid, ℓ(x) (X,) not normalised, index into TAUS
+    of the best τ at each x (X,)). profiles: one Profile per M; log_shape: (k,); smoothed: their
+    smooth_profile (pass them when fitting many shapes to the same profiles)."""
+    log_shape = np.asarray(log_shape, float)
+    if len(profiles) != log_shape.size or not profiles:
+        raise ValueError("need one profile per group order")
+    smoothed = smoothed if smoothed is not None else [smooth_profile(p) for p in profiles]
+    lo = min(p.theta[0] - s for p, s in zip(profiles, log_shape))
+    hi = max(p.theta[-1] - s for p, s in zip(profiles, log_shape))
+    x = np.arange(lo, hi + X_STEP / 2, X_STEP)
+    joint = sum(np.log(np.maximum(_at(sm, x + s), 1e-300)) for sm, s in zip(smoothed, log_shape))
+    return x, joint.max(0), joint.argmax(0)
 
 
 def fit_constant(profiles: list[Profile], log_shape, level: float = 0.95) -> dict:
@@ -154,21 +198,14 @@ def fit_constant(profiles: list[Profile], log_shape, level: float = 0.95) -> dic
 
     profiles: one Profile per M (θ = ln p_c); log_shape: (k,) ln g(M), e.g. ln(ln M / M).
     Returns {"c", "ci": [lo, hi], "ci_open", "tau" (scatter between M at the maximum, in ln p),
-    "cut" (the LR cut-off used), "k"}.
+    "cut" (the LR cut-off used), "k", "loglik" (the maximum of the joint log-likelihood)}.
     """
     log_shape = np.asarray(log_shape, float)
-    if len(profiles) != log_shape.size or not profiles:
-        raise ValueError("need one profile per group order")
-    lo = min(p.theta[0] - s for p, s in zip(profiles, log_shape))
-    hi = max(p.theta[-1] - s for p, s in zip(profiles, log_shape))
-    x = np.arange(lo, hi + X_STEP / 2, X_STEP)
-    liks = [np.exp(np.interp(x + s, p.theta, p.loglik)) for p, s in zip(profiles, log_shape)]
-    joint = np.stack([sum(np.log(np.maximum(_smoothed(lk, tau), 1e-300)) for lk in liks) for tau in TAUS])
-    prof = joint.max(0)
+    x, prof, tau_idx = joint_loglik(profiles, log_shape)
     best = prof.max()
     rel = prof - best
     k = len(profiles)
-    cut = _student_cut(k, level)
+    cut = student_cut(k, level)
     inside = np.flatnonzero(2 * -rel <= cut)
     top = np.flatnonzero(rel >= -1e-9)
     est = 0.5 * (x[top.min()] + x[top.max()])
@@ -180,7 +217,7 @@ def fit_constant(profiles: list[Profile], log_shape, level: float = 0.95) -> dic
         est = 0.5 * (common[0] + common[1])
     return {"c": math.exp(est), "ci": [math.exp(ci[0]), math.exp(ci[1])],
             "ci_open": [bool(inside.min() == 0), bool(inside.max() == x.size - 1)],
-            "tau": float(TAUS[int(np.argmax(joint[:, i_best]))]), "cut": cut, "k": k}
+            "tau": float(TAUS[int(tau_idx[i_best])]), "cut": cut, "k": k, "loglik": float(best)}
 
 
 def _common_gap(profiles: list[Profile], log_shape: np.ndarray):
