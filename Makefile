@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine: `make demo` (install + a real grokking run) and
-# `make test` (install + the test suite).  Both build the virtual env .venv on first use.
+# `make test` (install + the test suite, which also executes the notebooks in examples/ and builds
+# the docs site with warnings as errors).  Both build the virtual env .venv on first use.
 PY ?= python3.11
 VENV := .venv
 PIP := $(VENV)/bin/pip -q --disable-pip-version-check
@@ -12,15 +13,22 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PIP) install -e ".[test,ray]"
+	$(PIP) install -e ".[test,all]"
 	touch $@
 
-.PHONY: demo test bench
+$(VENV)/.docs: $(VENV)/.base
+	$(PIP) install -e ".[docs]"
+	touch $@
+
+.PHONY: demo test docs bench
 demo: $(VENV)/.base
 	$(VENV)/bin/li2 train --out $(OUT)-$$(date +%Y%m%d-%H%M%S)
 
 test: $(VENV)/.test
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 bench: $(VENV)/.base
 	$(VENV)/bin/python benchmarks/train_step.py

@@ -1,5 +1,4 @@
 """`li2 train`'s options are generated from TrainConfig: every field is a flag, with its help and choices."""
-import os
 import typing
 
 import pytest

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 from hypothesis import HealthCheck, assume, event, given, settings
-from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
+from li2_cli import cli_in_process
 
 from li2 import cli
-from li2_cli import cli_in_process
 
 # CI sees the same cases every time; LI2_HOSTILE_EXPLORE=N draws N times as many fresh ones.
 EXPLORE = int(os.environ.get("LI2_HOSTILE_EXPLORE", "0") or 0)

@@ -1,11 +1,11 @@
 """The hand-written two-layer network against slow, obvious one-hot + autograd versions."""
 import pytest
 import torch
+from reference import one_hot_inputs
 
 from li2.algebra.groups import get_group
 from li2.engine.model import TwoLayerNet, hidden_preactivation, init_params, make_batch
 from li2.task import make_task, split
-from reference import one_hot_inputs
 
 
 def stacked_setup(group="Z7", operands=2, width=16, seeds=(0, 1), ratio=0.5, loss="mse", dtype=torch.float64):

@@ -5,12 +5,12 @@ implementation on dense one-hot inputs, written from the formula, one model at a
 """
 import pytest
 import torch
+from reference import one_hot_inputs
 
 import li2
 from li2.algebra.groups import get_group
 from li2.engine.model import TwoLayerNet, init_params, make_batch
 from li2.task import make_task, split
-from reference import one_hot_inputs
 
 SIGMA = {"sqr": lambda h: h * h, "relu": torch.relu, "silu": torch.nn.functional.silu}
 

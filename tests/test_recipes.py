@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 
 from li2 import recipes
-from li2.recipes import registry
+from li2.recipes import VERDICTS, combine, mean_ci, registry, reproduce, spearman, welch_diff
 from li2.recipes.hyperparams import verdict as verdict_hyperparams
 from li2.recipes.multilayer import verdict as verdict_multilayer
 from li2.recipes.muon import verdict as verdict_muon
 from li2.recipes.nonabelian import verdict as verdict_nonabelian
 from li2.recipes.ungrokking import verdict as verdict_ungrokking
-from li2.recipes import VERDICTS, combine, mean_ci, reproduce, spearman, welch_diff
 
 KEYS = {"recipe", "claim", "expected", "measured", "headline", "verdict", "verdict_parts", "reasons", "rule",
         "setup", "size", "wall_seconds"}

@@ -29,8 +29,8 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
     """A real two-run sweep (one worker) analysed by `li2 phase`."""
-    from li2.studies.phase import analyse_sweep_dir as analyse_dir
     from li2.studies import run_sweep
+    from li2.studies.phase import analyse_sweep_dir as analyse_dir
     out = tmp_path_factory.mktemp("report") / "study"
     run_sweep({"base": {"width": 16, "steps": 30, "diagnostics": "off"},
                "grid": {"group": ["Z5", "Z7"], "train_ratio": [0.4, 0.9]}}, out, workers=1)

@@ -50,7 +50,6 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 from li2_cli import cli_in_process as cli_inprocess  # noqa: E402
 
-
 # -- comparing run folders -------------------------------------------------------------------------------
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -289,6 +288,7 @@ SWEEP_SPEC = {"base": {"group": "Z5", "width": 8, "steps": 600, "checkpoint_ever
 
 def has_sweep() -> bool:
     import typer.main
+
     from li2 import cli
     return "sweep" in typer.main.get_command(cli.app).commands
 
@@ -327,6 +327,7 @@ def sweep_and_kill(args: list[str], out: Path, new_checkpoints: int, delay: floa
 @pytest.mark.skipif(not has_sweep(), reason="li2 sweep does not exist yet")
 def test_sweep_sigkill_then_rerun_is_bit_exact(tmp_path):
     import yaml
+
     from li2.studies import WALL_COLUMNS
     spec = tmp_path / "sweep.yaml"
     spec.write_text(yaml.safe_dump(SWEEP_SPEC))

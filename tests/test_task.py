@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from li2.config import TrainConfig, parse_seeds
 from li2.algebra.groups import GroupError, get_group
+from li2.config import TrainConfig, parse_seeds
 from li2.task import critical_ratio, make_task, split, train_size
 
 

@@ -27,7 +27,7 @@ def test_stacked_equals_sequential_equals_single():
 
 def test_same_run_twice_is_identical(tmp_path):
     a = li2.train(out=tmp_path / "a", seeds=[0, 1], **TINY)
-    b = li2.train(out=tmp_path / "b", seeds=[0, 1], **TINY)
+    li2.train(out=tmp_path / "b", seeds=[0, 1], **TINY)
     ma = pd.read_parquet(tmp_path / "a" / "metrics.parquet")
     mb = pd.read_parquet(tmp_path / "b" / "metrics.parquet")
     pd.testing.assert_frame_equal(ma[COLUMNS], mb[COLUMNS], check_exact=True)

@@ -3,22 +3,39 @@ and the task it names (`resolve_group`, `build_task`).
 
 Every field carries its help text (`Field(description=…)`): the `li2 train` options are generated
 from this class, so a new field is a new flag with no other declaration.
+
+Settings that can run but cannot show what the theory describes (a training set smaller than the
+group, fewer hidden nodes than the group has frequencies) are warned about with `Li2Warning`, never
+refused: such runs are legitimate experiments (docs/theory.md#memorisation--theorem-5).
 """
 from __future__ import annotations
 
+import difflib
 import re
-from typing import TYPE_CHECKING, Literal
+import warnings
+from typing import TYPE_CHECKING, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .algebra.groups import Group, get_group
 from .algebra.tables import expression_task, load_group_table
-from .task import DEFAULT_CENTRING, REFERENCE_C, Centring, critical_ratio, make_task
+from .task import DEFAULT_CENTRING, REFERENCE_C, Centring, critical_ratio, make_task, train_size
 
 if TYPE_CHECKING:
     from .task import Task
 
 Activation = Literal["sqr", "relu", "silu", "relusqr", "gelu"]
+
+
+class Li2Warning(UserWarning):
+    """A setting li2 runs but the theory says will not show what it describes (the CLI prints
+    `warning: …`; the tests turn it into an error unless a test expects it)."""
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    """" (did you mean 'width'?)" for the closest known name, or "": one wording for every unknown key."""
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def parse_seeds(text: str | int | list) -> list[int]:
@@ -107,6 +124,9 @@ class TrainConfig(BaseModel):
         "auto", description="stack (one model axis: pays on a GPU) or sequential (CPU default); auto picks")
     threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads (default: torch's)")
     dtype: Literal["float32", "float64"] = Field("float32", description="floating-point precision")
+    deterministic: bool = Field(False, description="CUDA: torch deterministic algorithms (index_add_ / "
+                                                   "scatter_add_ without atomics; steps are slower, see the "
+                                                   "README); CPU runs are deterministic already")
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -177,6 +197,30 @@ def resolve_group(config: TrainConfig) -> Group:
     if config.group_table is not None:
         return load_group_table(config.group_table)
     return get_group(config.group)
+
+
+def capacity_warnings(config: TrainConfig, order: int, num_samples: int, ratio: float) -> list[str]:
+    """What makes this run unable to show feature learning, in words (empty when nothing does).
+
+    Fewer training samples than the group's order M cannot pin down any irrep (every sample is then
+    memorised); fewer than (M−1)/2 hidden nodes cannot hold one node per frequency of Z_M."""
+    found = []
+    n = train_size(num_samples, ratio)
+    if n < order:
+        found.append(f"the training set has {n} sample{'s' if n != 1 else ''} (p = {ratio:.3g} of {num_samples}), "
+                     f"fewer than the group's order M = {order}: expect memorisation, not features "
+                     f"(raise --train-ratio)")
+    if config.width < (order - 1) / 2:
+        found.append(f"--width {config.width} is below (M−1)/2 = {(order - 1) / 2:g} hidden nodes: too few to "
+                     f"cover every frequency of a group of order {order}")
+    return found
+
+
+def warn_capacity(config: TrainConfig, task: Task, ratio: float) -> None:
+    """Warn (Li2Warning) about each of the config's `capacity_warnings`. Training calls it once the
+    run is set up, so a refused run prints its one error line and nothing else."""
+    for text in capacity_warnings(config, task.order, task.num_samples, ratio):
+        warnings.warn(text, Li2Warning, stacklevel=3)
 
 
 def build_task(config: TrainConfig) -> tuple[Task, float]:

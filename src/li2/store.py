@@ -3,6 +3,10 @@
 Every write goes to a hidden temporary name in the same folder, is fsynced and then atomically
 renamed, so a crash leaves the old file or the new one, never a torn one.  Readers only look
 for final names, so leftover `.*.tmp-*` files are ignored (and swept by `clean_leftovers`).
+
+pandas, torch and safetensors are imported by the functions that need them: the command line reads
+YAML through this module before it knows whether it will train, and `li2 --version`, `--help` or an
+argument error must not wait for torch.
 """
 from __future__ import annotations
 
@@ -11,17 +15,17 @@ import io
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import torch
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
 
 CHECKPOINT_FORMAT = "li2-checkpoint-1"
 
@@ -82,7 +86,8 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, (float, np.floating)):
         v = float(obj)
         return v if math.isfinite(v) else None
-    if obj is pd.NA or obj is pd.NaT:
+    pd = sys.modules.get("pandas")   # without pandas loaded, obj cannot be one of its missing values
+    if pd is not None and (obj is pd.NA or obj is pd.NaT):
         return None
     return obj
 
@@ -147,11 +152,28 @@ def parse_yaml(text: str, source: str) -> Any:
         raise StoreError(f"{source} is not valid YAML: {' '.join(str(e).split())[:120]}") from None
 
 
+def mapping_lines(text: str, inside: tuple[str, ...] = ()) -> dict[str, int]:
+    """1-based line of each key of the YAML mapping in `text` (or of the mapping under the keys
+    `inside`), for messages that point at a line; {} when the text is not such a mapping."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError):
+        return {}
+    for key in inside:
+        if not isinstance(node, yaml.MappingNode):
+            return {}
+        node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+
+
 def read_yaml(path) -> Any:
     return parse_yaml(read_text(path), str(path))
 
 
 def read_parquet(path) -> pd.DataFrame:
+    import pandas as pd
     try:
         return pd.read_parquet(path)
     except FileNotFoundError:
@@ -179,6 +201,7 @@ def clean_leftovers(folder) -> None:
 
 def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
     """sha256 over the metadata text and every tensor (name, dtype, shape, bytes)."""
+    import torch
     h = hashlib.sha256()
     h.update(f"{CHECKPOINT_FORMAT}|{len(meta_json)}|".encode())
     h.update(meta_json.encode())
@@ -191,6 +214,7 @@ def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
 
 def save_checkpoint(path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """safetensors file whose metadata holds `meta` (JSON) and a sha256 of every tensor."""
+    from safetensors.torch import save as st_save
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta_json = json.dumps(meta)
     header = {"format": CHECKPOINT_FORMAT, "meta": meta_json, "sha256": _digest(tensors, meta_json)}
@@ -200,6 +224,8 @@ def save_checkpoint(path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
 def load_checkpoint(path, expected_shapes: dict[str, tuple[int, ...]] | None = None
                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load and verify a checkpoint; any damage or mismatch raises StoreError (never unpickles)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
     path = Path(path)
     try:
         data = path.read_bytes()

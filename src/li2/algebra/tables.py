@@ -129,7 +129,7 @@ def load_group_table(path) -> Group:
 
     JSON (suffix .json, or content starting with '{' or '['):
         {"name": "S3", "table": [[0, 1, ...], ...], "labels": ["e", ...]}  (name, labels optional)
-        or just the list of rows. Entries are 0-based element indices, table[a][b] = a∘b.
+        or just the list of rows. Entries are 0-based element indices, `table[a][b]` = a∘b.
     CSV (anything else): one row per line, comma separated integers; blank lines and lines
         starting with '#' are skipped. The first row is a header of element labels when any of
         its fields is not an integer. Name = file stem.

@@ -4,7 +4,9 @@ Every user error ends as one line `error: …` on stderr and exit code 2 — nev
 """
 from __future__ import annotations
 
+import math
 import sys
+import time
 from contextlib import contextmanager
 
 import typer
@@ -52,18 +54,73 @@ def user_errors():
 
 
 class Progress:
-    """tqdm on stderr, fed by the trainer's `progress(n)` callback."""
+    """Progress on stderr, opened by the first update, so an argument error is never preceded by a bar.
 
-    def __init__(self, total: int, desc: str, enabled: bool = True):
-        from tqdm import tqdm
-        self.bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, disable=not enabled,
-                        dynamic_ncols=True, leave=False)
+    On a terminal: a tqdm bar, whose postfix shows the train/test accuracy of the latest evaluation
+    (`evaluated(rows)`, the mean over the models of a stack). Anywhere else (a log file, a pipe):
+    no bar and no carriage returns, but one plain line per evaluation (`evaluated`) or per `note`."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True, unit: str = "step", initial: int = 0,
+                 stream=None):
+        self.total, self.desc, self.enabled, self.unit = total, desc, enabled, unit
+        self.stream = stream if stream is not None else sys.stderr
+        self.done = initial
+        self.bar = None
+        self.terminal = enabled and _is_terminal(self.stream)
+        self.start = time.perf_counter()
+
+    def _open(self):
+        if self.bar is None and self.terminal:
+            from tqdm import tqdm
+            self.bar = tqdm(total=self.total, initial=self.done, desc=self.desc, unit=self.unit, file=self.stream,
+                            dynamic_ncols=True, leave=False)
+        return self.bar
 
     def __call__(self, n: int) -> None:
-        self.bar.update(n)
+        """n more units done (model-steps of training, runs of a sweep)."""
+        self.done += n
+        if self.terminal:
+            self._open().update(n)
+
+    def evaluated(self, rows: list[dict]) -> None:
+        """The metrics rows of one evaluation (one per running model of the stack)."""
+        if not self.enabled or not rows:
+            return
+        acc = {k: [r[k] for r in rows if isinstance(r.get(k), float) and math.isfinite(r[k])]
+               for k in ("train_acc", "test_acc")}
+        text = "  ".join(f"{k.replace('_acc', '')} {_spread(v)}" for k, v in acc.items() if v)
+        if self.terminal:
+            self._open().set_postfix_str(text, refresh=True)
+            return
+        seeds = sorted({int(r["seed"]) for r in rows})
+        who = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}…{seeds[-1]} ({len(seeds)})"
+        self.note(f"step {int(rows[0]['step'])}  {who}  acc {text}")
+
+    def note(self, text: str) -> None:
+        """One plain line when stderr is not a terminal (the bar carries the news on a terminal)."""
+        if self.enabled and not self.terminal:
+            elapsed = time.perf_counter() - self.start
+            print(f"{self.desc}: {text}  [{self.done}/{self.total} {self.unit}s, {elapsed:.1f} s]",
+                  file=self.stream, flush=True)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _spread(values: list[float]) -> str:
+    """0.812, or 0.812 [0.78–0.84] over several models."""
+    mean = sum(values) / len(values)
+    if len(values) == 1 or max(values) - min(values) < 5e-4:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} [{min(values):.3f}–{max(values):.3f}]"
 
 
 def print_summary(summary: dict, out_dir) -> None:

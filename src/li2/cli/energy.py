@@ -1,6 +1,9 @@
-"""`li2 energy`: the local maxima of the Stage-II energy E of a task, by projected ascent."""
+"""`li2 energy`: the local maxima of the Stage-II energy E of a task, by projected ascent.
+
+The numerics (and torch) are imported inside the command, after its arguments are parsed."""
 from __future__ import annotations
 
+import datetime as _dt
 import inspect
 import json
 from pathlib import Path
@@ -9,10 +12,7 @@ from typing import Optional
 import typer
 
 from ..config import TrainConfig, resolve_group
-from ..runs.folder import default_out_dir
 from ..store import write_json
-from ..theory.maxima import energy_landscape
-from ..views.study_figures import energy_figure
 from .common import user_errors
 from .options import config_command, config_parameters
 
@@ -36,8 +36,10 @@ def _energy(ctx: typer.Context, **options) -> None:
         cfg = TrainConfig(**{k: options[k] for k in TASK_FIELDS})
         g = resolve_group(cfg)
         ratio = cfg.resolved_ratio(g.order)
-        stamp = default_out_dir()
-        out_dir = Path(options["out"]) if options["out"] is not None else stamp.with_name(f"energy-{stamp.name}")
+        from ..theory.maxima import energy_landscape
+        from ..views.study_figures import energy_figure
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        out_dir = Path(options["out"]) if options["out"] is not None else Path("runs") / f"energy-{stamp}"
         out_dir.mkdir(parents=True, exist_ok=True)
         result = energy_landscape(g, ratio, activation=cfg.activation, restarts=options["restarts"],
                                   seed=options["seed"], operands=cfg.operands, centring=cfg.centring)

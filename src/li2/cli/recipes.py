@@ -1,4 +1,7 @@
-"""`li2 reproduce NAME` and `li2 report DIR`."""
+"""`li2 reproduce NAME` and `li2 report DIR`.
+
+The recipes and the report (and so torch and pandas) are imported inside the commands, after their
+arguments are parsed."""
 from __future__ import annotations
 
 import json
@@ -7,8 +10,6 @@ from pathlib import Path
 
 import typer
 
-from ..recipes.registry import RECIPES, reproduce
-from ..views.report import write_report
 from .common import fail, user_errors
 
 
@@ -21,7 +22,9 @@ def reproduce_command(
     as_json: bool = typer.Option(False, "--json", help="print findings.json as one JSON object on stdout"),
     quiet: bool = typer.Option(False, help="no progress lines on stderr"),
 ):
-    """Reproduce one of the paper's experiments (SPEC §7) and judge its claim: supports / contradicts / inconclusive."""
+    """Reproduce one of the paper's experiments and judge its claim: supports / contradicts / inconclusive
+    (the claims: docs/theory.md; the verdict rule: each findings.json)."""
+    from ..recipes.registry import RECIPES, reproduce
     if name not in RECIPES and name != "all":
         fail(f"unknown recipe '{name}': choose one of {', '.join(RECIPES)}, all")
     log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -44,6 +47,7 @@ def report_command(
     out: Path = typer.Option(Path("report.html"), help="the HTML file to write"),
 ):
     """Write ONE self-contained HTML page (figures embedded, no external resources) for a folder."""
+    from ..views.report import write_report
     with user_errors():
         path = write_report(folder, out)
     typer.echo(f"wrote {path}")

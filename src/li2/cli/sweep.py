@@ -1,37 +1,47 @@
-"""`li2 sweep` (run a YAML grid of training runs) and `li2 phase` (p_c(M) from a sweep's results)."""
+"""`li2 sweep` (run a YAML grid of training runs) and `li2 phase` (p_c(M) from a sweep's results).
+
+The sweep machinery (and so torch) is imported inside the commands, after their arguments are parsed."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from tqdm import tqdm
 
-from ..studies.phase import analyse_sweep_dir
-from ..studies.spec import SweepSpec
-from ..studies.sweep import run_sweep, sweep_progress
-from .common import fail, user_errors
+from .common import Progress, fail, user_errors
 
 
 def sweep_command(
     spec: Path = typer.Argument(..., help="sweep spec (YAML: base, grid, figures; see li2.studies.spec)"),
     out: Path = typer.Option(..., help="sweep folder; rerun with the same --out to resume"),
-    executor: str = typer.Option("local", help="local (process pool) or ray"),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray instance)"),
-    workers: Optional[int] = typer.Option(None, help="parallel runs (default: number of CPU cores)"),
+    executor: str = typer.Option("local", help="local (a process pool on this machine), ray (a Ray cluster) or "
+                                               "slurm (one SLURM job per run, through submitit)"),
+    address: Optional[str] = typer.Option(None, help="ray: cluster address (default: start a local Ray instance)"),
+    workers: Optional[int] = typer.Option(None, help="parallel runs (default: number of CPU cores; slurm: jobs "
+                                                     "running at once, default unlimited)"),
+    partition: Optional[str] = typer.Option(None, help="slurm: the partition to submit to"),
+    time_limit: int = typer.Option(60, "--time-limit", min=1, help="slurm: minutes each run's job may take"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary to stdout"),
-    quiet: bool = typer.Option(False, help="no progress bar"),
+    quiet: bool = typer.Option(False, help="no progress on stderr"),
 ):
     """Train every run of a parameter grid (skipping finished runs, resuming started ones)."""
+    from ..studies.spec import SweepSpec
+    from ..studies.sweep import run_sweep, sweep_progress
     with user_errors():
         parsed = SweepSpec.load(spec)
         total, done = sweep_progress(parsed, out)
-        bar = tqdm(total=total, initial=done, desc="sweep", unit="run", file=sys.stderr,
-                   disable=quiet, dynamic_ncols=True, leave=False)
+        bar = Progress(total, "sweep", enabled=not quiet, unit="run", initial=done)
+
+        def finished(n: int) -> None:
+            bar(n)
+            if n:
+                bar.note(f"{bar.done} of {total} runs finished")
+
+        slurm = {"partition": partition, "timeout_min": time_limit}
         try:
-            table = run_sweep(parsed, out, executor=executor, workers=workers, address=address, progress=bar.update)
+            table = run_sweep(parsed, out, executor=executor, workers=workers, address=address, progress=finished,
+                              slurm=slurm)
         finally:
             bar.close()
     failed = table[table.status == "failed"]
@@ -84,6 +94,7 @@ def phase_command(
     as_json: bool = typer.Option(False, "--json", help="print phase.json to stdout"),
 ):
     """Estimate p_c(M) per group order and fit p_c = c·ln M/M (writes phase.json, phase.png, phase.svg)."""
+    from ..studies.phase import analyse_sweep_dir
     with user_errors():
         if not 0 < threshold <= 1:
             fail(f"--threshold must be in (0, 1], got {threshold}")

@@ -2,7 +2,8 @@
 diagnostics hooks and exact checkpoint/resume.
 
 The trainer knows nothing of terminals or files beyond calling the callbacks it is given:
-`progress(n)` after n model-steps, `checkpoint(step, tensors, meta)` when a checkpoint is due.
+`progress(n)` after n model-steps, `checkpoint(step, tensors, meta)` when a checkpoint is due,
+`evaluated(rows)` with the metrics rows an evaluation has just recorded (live loggers).
 Its whole state is `state_dict()` → (tensors, meta) and `load_state_dict(tensors, meta)`.
 
 One step of `run`, read top to bottom:
@@ -135,7 +136,8 @@ class Trainer:
 
     # -- main loop -------------------------------------------------------------------------------
     def run(self, progress: Callable[[int], None] | None = None,
-            checkpoint: Callable[[int, dict, dict], None] | None = None) -> UnitResult:
+            checkpoint: Callable[[int, dict, dict], None] | None = None,
+            evaluated: Callable[[list[dict]], None] | None = None) -> UnitResult:
         """Train until --steps or until every model has stopped; returns the unit's results."""
         # Denormals appear as weights decay and slow CPU kernels by orders of magnitude; flushing
         # them to zero is deterministic and changes nothing measurable. Only while training.
@@ -153,7 +155,10 @@ class Trainer:
                 if not final:
                     self._check_finite(train_eval.loss)
                 if evaluating:
+                    recorded = len(self.rows)
                     self._evaluate(step, train_eval, feats, final)
+                    if evaluated is not None:
+                        evaluated(self.rows[recorded:])
                 if final or not bool(self.active.any()):
                     break
                 self._update(grads)

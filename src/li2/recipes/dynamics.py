@@ -1,4 +1,4 @@
-"""The dynamics recipe (paper Fig 3; SPEC §7.1): the three stages, found from the paper's definitions,
+"""The dynamics recipe (paper Fig 3; docs/theory.md, stage detection): the three stages, found from the paper's definitions,
 and Fig 3's own checks, over several seeds.
 
 Stages come from li2.theory.stages (V's distance to V_ridge with W's drift, the Stage-II cosine, the

@@ -1,4 +1,4 @@
-"""The energy recipe (paper Thm 2, Thm 4; SPEC §3, §5): do the irrep maxima of E survive subsampling,
+"""The energy recipe (paper Thm 2, Thm 4; docs/theory.md, Stage II and the scaling law): do the irrep maxima of E survive subsampling,
 and below which p do they move away? Plus E* of the maxima, printed against measured.
 
 Theorem 4 as stated: start at every irrep maximum of the full-data E, ascend the empirical E of a

@@ -19,7 +19,8 @@ MIN_ACC_RANGE = 0.05
 CLAIM = (
     'Weight decay sets the strength of the leaked label signal (larger η → faster grokking, too large → '
     'memorisation); larger width K makes ‖G_F‖ smaller (slower feature learning); a small learning rate '
-    'keeps nodes in generalising basins when data is scarce (SPEC §6, §7.6).')
+    'keeps nodes in generalising basins when data is scarce (paper §7, Fig 6; '
+    'docs/theory.md#what-the-hyperparameters-do).')
 RULE = (
     "Per knob, the mean over seeds at each grid value; a trend needs >= 3 values and an effect: grok steps "
     f"differing by >= {MIN_STEP_RATIO}× (max/min), test accuracies by >= {MIN_ACC_RANGE}; otherwise the part is "
@@ -27,8 +28,8 @@ RULE = (
     "if ρ <= −0.8, contradicts if ρ >= +0.5. width: ρ(K, grok step) over generalising values: supports if "
     "ρ >= +0.8, contradicts if ρ <= −0.5. learning_rate (scarce data, p = p_c): ρ(lr, final test acc): supports if "
     "ρ <= −0.8, contradicts if ρ >= +0.5. overall: contradicts if a part contradicts, supports if all parts "
-    "support, else inconclusive. The outcome of the largest η is reported (SPEC: too large → memorisation), "
-    "not judged.")
+    "support, else inconclusive. The outcome of the largest η is reported "
+    "(docs/theory.md#what-the-hyperparameters-do: too large → memorisation), not judged.")
 
 
 def _trend(values, ys, want: int, name: str, ylabel: str, kind: str) -> tuple[str, str, float | None]:
@@ -165,8 +166,9 @@ def run(ctx: RecipeContext) -> Findings:
             "measured": measured, "headline": "; ".join(txt), "verdict": verdict_, "verdict_parts": parts,
             "reasons": reasons, "rule": RULE, "setup": {"base": base, "grids": grids, "seeds": seeds},
             "notes": ["Adam (as the reference) normalises each parameter's step, so the argument 'larger K → smaller "
-                      "‖G_F‖ → slower' (SPEC §2), which is about gradient magnitude, need not carry over to Adam; an "
-                      "SGD width grid would test it directly (not run here).",
+                      "‖G_F‖ → slower' (paper Lemma 1; docs/theory.md#what-the-hyperparameters-do), which is "
+                      "about gradient magnitude, need not carry over to Adam; an SGD width grid would test it "
+                      "directly (not run here).",
                       "'collapsed' = the weights decayed to ~0 without fitting the training set (li2.theory.outcomes)."],
             "figures": figs, "tables": ["runs.parquet", "knobs.parquet"]}
 

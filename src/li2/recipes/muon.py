@@ -19,7 +19,8 @@ MUON_LR = 0.1
 
 CLAIM = (
     'With few hidden nodes (K = 60–120, M = 71) Muon keeps nodes from collapsing onto the same maximum, '
-    'so it covers more frequencies and reaches higher test accuracy than Adam (SPEC §6, §7.4).')
+    'so it covers more frequencies and reaches higher test accuracy than Adam (paper Lemma 2, Thm 8, Fig 8; '
+    'docs/theory.md#muon--lemma-2-and-theorem-8).')
 RULE = (
     "per training ratio p and width K: Welch 95% CI of mean(Muon) − mean(Adam) over seeds, for coverage (distinct "
     "frequencies learned) and final test acc. Per p: supports if Muon's coverage is higher with the CI above 0 at "

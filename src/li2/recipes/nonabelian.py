@@ -21,9 +21,10 @@ from .common import Findings, RecipeContext, announce_estimate, combine, train_g
 CLAIM = (
     'On non-abelian groups the same pipeline applies: maxima of E live in the isotypic component of one '
     'irrep, trained networks generalise with nodes that each hold one irrep, and the sample-size '
-    'threshold grows with the irrep dimension d_k (SPEC §3, §5, §7.7).')
+    'threshold grows with the irrep dimension d_k (paper Thm 4, Fig 5; docs/theory.md#the-scaling-law--theorem-4).')
 RULE = (
-    "p_c,d = 2.7482·(d_max/2)·ln M/M (the reference code's linear d_k/2 correction, SPEC §5), capped at 1; each "
+    "p_c,d = 2.7482·(d_max/2)·ln M/M (the reference code's linear d_k/2 correction, "
+    "docs/theory.md#the-scaling-law--theorem-4), capped at 1; each "
     "group is trained below (BELOW·p_c,d) and above (ABOVE·p_c,d). Per group: threshold — supports if every seed "
     "generalises (final test acc >= 0.95) above and none does below; contradicts if no seed generalises above or "
     "every seed does below; else inconclusive. energy — supports if >= 80% of the maxima of E at p = 1 are "

@@ -52,7 +52,8 @@ from ..views.study_figures import phase_figure
 from .common import Findings, RecipeContext
 
 CLAIM = ("The training-set ratio above which two-layer networks generalise on group arithmetic scales as "
-         "p_c = c·ln M / M (natural log), with c ≈ 2.7482 in the reference code (SPEC §5).")
+         "p_c = c·ln M / M (natural log), with c ≈ 2.7482 in the reference code (paper Thm 4, Fig 5; "
+         "docs/theory.md#the-scaling-law--theorem-4).")
 
 QUICK_ORDERS = (23, 31, 41, 53, 71)
 FULL_ORDERS = (23, 31, 41, 53, 71, 97, 127, 163, 211)

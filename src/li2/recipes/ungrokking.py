@@ -16,7 +16,7 @@ from .common import Findings, RecipeContext, announce_estimate, train_grid
 
 CLAIM = (
     'Training past generalisation can drift from generalising features into higher-energy memorisation: '
-    'test accuracy rises, then falls (ungrokking; SPEC §6, §9).')
+    'test accuracy rises, then falls (ungrokking; docs/theory.md#memorisation--theorem-5).')
 RULE = (
     "A model 'ungrokked' when its test accuracy reached >= 0.95 and later ended below 0.95 and at least 0.05 "
     "under its peak (li2.theory.outcomes). long_training: supports if any run ungrokked; contradicts if every run "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from ..config import TrainConfig
 from ..engine.trainer import Trainer
 from ..store import StoreError, load_checkpoint, save_checkpoint
@@ -36,10 +38,13 @@ def latest_checkpoint(ckpt_dir: Path, unit: str) -> Path | None:
     return found[-1] if found else None
 
 
+EXECUTION_FIELDS = ("threads", "device", "deterministic")   # may change between a run and its resume
+
+
 def run_identity(config: TrainConfig, seeds: list[int], lr: list[float] | None = None,
                  weight_decay: list[float] | None = None) -> dict:
-    """What a checkpoint must have been written by to be resumed here (threads/device may change)."""
-    cfg = {k: v for k, v in config.model_dump(mode="json").items() if k not in ("threads", "device")}
+    """What a checkpoint must have been written by to be resumed here (EXECUTION_FIELDS may change)."""
+    cfg = {k: v for k, v in config.model_dump(mode="json").items() if k not in EXECUTION_FIELDS}
     per_model = lambda vals, default: [float(v) for v in (vals if vals is not None else [default] * len(seeds))]
     return {"config": cfg, "seeds": [int(s) for s in seeds], "lr": per_model(lr, config.lr),
             "weight_decay": per_model(weight_decay, config.weight_decay)}
@@ -48,7 +53,7 @@ def run_identity(config: TrainConfig, seeds: list[int], lr: list[float] | None =
 def verify(path: Path, identity: dict, shapes: dict[str, tuple[int, ...]] | None = None):
     """Load a checkpoint and check that it belongs to this very run (StoreError otherwise)."""
     tensors, meta = load_checkpoint(path, shapes)
-    saved = meta.get("run") if isinstance(meta.get("run"), dict) else {}
+    saved = _current_form(meta.get("run") if isinstance(meta.get("run"), dict) else {})
     if saved.get("seeds") != identity["seeds"]:
         raise StoreError(f"checkpoint {path} holds seeds {saved.get('seeds', meta.get('seeds'))}, "
                          f"this run has {identity['seeds']}")
@@ -59,6 +64,17 @@ def verify(path: Path, identity: dict, shapes: dict[str, tuple[int, ...]] | None
         raise StoreError(f"checkpoint {path} was written by another configuration "
                          f"(differs in {', '.join(differ) or 'its metadata'}); refusing to resume from it")
     return tensors, meta
+
+
+def _current_form(identity: dict) -> dict:
+    """A saved identity with TrainConfig's current fields: those added since it was written take their
+    defaults, so checkpoints written before a new field still resume."""
+    cfg = identity.get("config")
+    try:
+        full = TrainConfig.model_validate(cfg).model_dump(mode="json")
+    except (ValidationError, TypeError, ValueError):
+        return identity
+    return {**identity, "config": {k: v for k, v in full.items() if k not in EXECUTION_FIELDS}}
 
 
 def verify_units(config: TrainConfig, ckpt_dir: Path, units: list[list[int]]) -> None:

@@ -2,22 +2,32 @@
 
 Run folder:
     config.yaml        fully resolved configuration (+ versions, resolved ratio, device)
-    metrics.parquet    one row per model per evaluation
+    metrics.jsonl      one JSON line per model per evaluation, appended while the run trains
+    metrics.parquet    one row per model per evaluation (written at the end)
     checkpoints/       <unit>-step<N>.safetensors (periodic, resumable) and <unit>-final.safetensors
     summary.json       {"models": [{seed, final_train_acc, final_test_acc, grok_step, memorize_step,
                                     wall_seconds, status, steps_trained, stages, spectrum, outcome, hint,
                                     evidence}, ...]}
     curves.png, dynamics.png, spectra.png   figures (li2.views)
+    tensorboard/, wandb/   with `--log tensorboard` / `--log wandb` (li2.runs.loggers)
+    .lock              exists while a process writes the folder (`run_lock`)
 """
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import fcntl
+import os
 import platform
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import torch
+from pydantic import ValidationError
 
 from ..config import TrainConfig
 from ..store import StoreError, is_leftover, load_checkpoint, read_json, read_parquet, read_yaml
@@ -59,19 +69,97 @@ def default_out_dir() -> Path:
     return Path("runs") / stamp
 
 
-def prepare_out_dir(out: Path, config: TrainConfig, resume: bool) -> None:
-    """Refuse an --out that holds something else; never touch what is already there."""
-    cfg_path = out / "config.yaml"
+LOCK_NAME = ".lock"
+
+
+def same_config(saved, config: TrainConfig) -> bool:
+    """Whether a saved config (a dict from config.yaml) is `config`. Fields added to TrainConfig since
+    it was written take their defaults, so a folder written before a new field keeps matching."""
+    try:
+        return TrainConfig.model_validate(saved).model_dump(mode="json") == config.model_dump(mode="json")
+    except (ValidationError, TypeError, ValueError):
+        return False
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        pid, host = path.read_text().split()[:2]
+        return f" (pid {int(pid)} on {host})"
+    except (OSError, ValueError):
+        return ""
+
+
+def _alive(path: Path) -> bool:
+    """Whether the process named in a lock file still runs (for file systems without flock)."""
+    try:
+        pid, host = path.read_text().split()[:2]
+        if host != socket.gethostname():
+            return True   # another machine's process: cannot tell, so assume it runs
+        os.kill(int(pid), 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError):
+        return True
+
+
+@contextmanager
+def run_lock(out: Path, resume: bool = False) -> Iterator[None]:
+    """Hold `out/.lock` while this process writes the run folder (creating the folder if needed).
+
+    The lock is an flock, which the kernel releases when its process dies however it dies, so the
+    lock file a SIGKILLed run leaves behind is stale and taken over at once. The file names the
+    holder (pid, host) for the error message; where a file system has no flock, a lock whose
+    process no longer runs on this host is taken over. RunError (one line) when another process
+    holds it."""
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file, not a folder; choose another --out")
-    if out.exists() and any(not is_leftover(p.name) for p in out.iterdir()):   # a crash's leftovers: empty
+    if resume and not out.is_dir():
+        raise RunError(f"nothing to resume in {out}")
+    path = out / LOCK_NAME
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN) or _alive(path):
+                    os.close(fd)
+                    raise RunError(f"--out {out} is being written by another li2 process{_lock_holder(path)}; "
+                                   f"wait for it to finish or choose another --out") from None
+            try:   # the holder we raced may have removed the file we opened: lock the one that is there
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    except OSError as e:
+        raise RunError(f"cannot write to --out {out}: {e.strerror or e}; choose a writable folder") from None
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def prepare_out_dir(out: Path, config: TrainConfig, resume: bool) -> None:
+    """Refuse an --out that holds something else; never touch what is already there.
+    The caller holds the folder's lock (`run_lock`), which also created it."""
+    cfg_path = out / "config.yaml"
+    if any(not is_leftover(p.name) and p.name != LOCK_NAME for p in out.iterdir()):   # a crash's leftovers: empty
         if not cfg_path.exists():
             raise RunError(f"--out {out} is not empty and holds no li2 run; choose an empty or new folder")
         try:
             saved = read_yaml(cfg_path)["config"]
         except (StoreError, KeyError, TypeError):
             raise RunError(f"--out {out} holds an unreadable config.yaml; choose another --out") from None
-        if saved != config.model_dump(mode="json"):
+        if not same_config(saved, config):
             raise RunError(f"--out {out} already holds a different run; choose another --out")
         if not resume:
             raise RunError(f"--out {out} already holds this run; pass --resume {out} to continue it, "
@@ -79,7 +167,6 @@ def prepare_out_dir(out: Path, config: TrainConfig, resume: bool) -> None:
     elif resume:
         raise RunError(f"nothing to resume in {out}")
     try:
-        out.mkdir(parents=True, exist_ok=True)
         probe = out / ".li2-write-test"
         probe.write_bytes(b"")
         probe.unlink()

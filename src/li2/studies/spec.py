@@ -25,12 +25,12 @@ Each run trains one seed (`seed`, default 0, stands for TrainConfig's `seeds`) w
 unless base sets threads (the local executor runs one single-threaded run per core). Points that
 resolve to the same configuration (capping at p = 1 can do that) are trained once.
 
-Run ids: the first 12 hex digits of the sha256 of the run's resolved TrainConfig (sorted-key JSON),
-so ids survive grid edits. (li2.studies.sweep runs them.)
+Run ids (`run_id`): the first 12 hex digits of the sha256 of the fields of the run's resolved
+TrainConfig that differ from the defaults, plus a schema version, so ids survive grid edits and new
+config fields. (li2.studies.sweep runs them.)
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -43,7 +43,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictStr, ValidationError
 
-from ..config import TrainConfig, resolve_group
+from ..config import TrainConfig, did_you_mean, resolve_group
 from ..store import StoreError, parse_yaml, read_text
 from ..task import REFERENCE_C, critical_ratio
 
@@ -215,8 +215,7 @@ def _check_key(key: str, where: str) -> None:
     if key == "seeds":
         raise SweepError(f"{where}.seeds: a sweep run trains one seed; vary `seed` in the grid instead")
     if key != "seed" and key not in TrainConfig.model_fields:
-        close = difflib.get_close_matches(key, [*TrainConfig.model_fields, "seed"], n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(key, [*TrainConfig.model_fields, "seed"])
         raise SweepError(f"{where}.{key}: unknown option '{key}'{hint}")
 
 
@@ -293,6 +292,17 @@ def expand(spec: SweepSpec) -> list[Run]:
     return runs
 
 
+RUN_ID_SCHEMA = 2   # 1: the whole config was hashed (ids changed whenever a field was added)
+
+
 def run_id(config: TrainConfig) -> str:
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """12 hex digits of the sha256 of the fields that differ from TrainConfig's defaults (sorted-key
+    JSON) and RUN_ID_SCHEMA: a field added later with a default leaves every existing id unchanged."""
+    values = config.model_dump(mode="json")
+    defaults = TrainConfig().model_dump(mode="json")
+    changed = {k: v for k, v in values.items() if v != defaults.get(k, _MISSING)}
+    text = json.dumps({"schema": RUN_ID_SCHEMA, "config": changed}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_MISSING = object()

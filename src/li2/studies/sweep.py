@@ -2,15 +2,18 @@
 
 Output folder DIR:
     sweep.yaml        the spec; a DIR holding a different sweep is refused
-    runs/<id>/        an ordinary li2 run folder; <id> = first 12 hex digits of the sha256 of the
-                      run's resolved TrainConfig (sorted-key JSON), so ids survive grid edits
+    runs/<id>/        an ordinary li2 run folder; <id> = li2.studies.spec.run_id: a hash of the
+                      fields that differ from TrainConfig's defaults, so ids survive grid edits and
+                      fields added to TrainConfig later
+    submitit/         the slurm executor's job scripts and logs
     results.parquet   a row per finished run, in grid order, rewritten atomically after every run
     .lock             held while a sweep runs, so two sweeps never share a DIR
 
 results.parquet columns: run_index (grid order), run_id, seed, every other TrainConfig field
 (train_ratio resolved to a number), order (group order M), ratio_over_critical (p / 2.7482·ln M/M),
 steps_budget, the run's summary fields (final_train_acc, final_test_acc, grok_step, memorize_step,
-steps_trained, wall_seconds, status, and any others, non-scalars as JSON), and error. A run that
+steps_trained, wall_seconds, status, and any others, non-scalars as JSON; `warnings`: the run's
+Li2Warnings, when any run had one), and error. A run that
 raised has status "failed" and its message in `error`; the sweep goes on.
 
 Rerunning a sweep skips runs whose folder has summary.json, resumes started ones from their
@@ -18,8 +21,10 @@ checkpoints (bit-exact) and retries failed ones, so the final table equals an un
 sweep's except for wall-clock columns (WALL_COLUMNS).
 
 Executors: "local" runs each run as one task of a spawn-context process pool; "ray" sends the same
-function to Ray (a cluster at `address`, or a local instance); the driver alone writes the table.
-With a remote Ray cluster DIR must be on a file system every node sees.
+function to Ray (a cluster at `address`, or a local instance); "slurm" submits one job per run (one
+job array) through submitit and polls them. The driver alone writes the table. With a Ray cluster or
+SLURM, DIR must be on a file system every node sees. Ray and submitit are optional extras, checked
+before anything touches the disk.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -38,7 +44,7 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 from pydantic import ValidationError
 
-from ..config import TrainConfig
+from ..config import Li2Warning, TrainConfig
 from ..runs.training import train
 from ..store import (
     StoreError,
@@ -106,8 +112,14 @@ def _execute(config_json: dict, run_dir: str, figures: bool) -> dict:
         folder = Path(run_dir)
         if folder.exists() and not (folder / "config.yaml").exists():
             shutil.rmtree(folder)  # killed before its config was written: nothing worth keeping
-        result = train(config, folder, resume=(folder / "config.yaml").exists(), figures=figures)
-        return {"summary": result.summary["models"][0]}
+        with warnings.catch_warnings(record=True) as caught:   # a worker's stderr is no place for them
+            warnings.simplefilter("always", Li2Warning)
+            result = train(config, folder, resume=(folder / "config.yaml").exists(), figures=figures)
+        model = dict(result.summary["models"][0])
+        said = [str(w.message) for w in caught if issubclass(w.category, Li2Warning)]
+        if said:
+            model["warnings"] = "; ".join(dict.fromkeys(said))
+        return {"summary": model}
     except Exception as e:  # the sweep records any failure of one run and goes on
         text = " ".join(str(e).split()) or "no message"
         return {"error": f"{type(e).__name__}: {text}"[:1000]}
@@ -163,6 +175,57 @@ def _local(todo: list[Run], dirs: dict[str, Path], workers: int, figures: bool) 
                                  "from a script, put the call under `if __name__ == '__main__':`")
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+SLURM_POLL_SECONDS = 2.0
+
+
+def _import_submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise SweepError("the slurm executor needs submitit: install li2[slurm] (pip install 'li2[slurm]')") from None
+    return submitit
+
+
+def _check_slurm(slurm: dict) -> None:
+    _import_submitit()
+    if slurm.get("cluster", "slurm") == "slurm" and shutil.which("sbatch") is None:
+        raise SweepError("the slurm executor needs SLURM's sbatch on PATH: run li2 sweep on a SLURM login node")
+
+
+def _slurm(todo: list[Run], dirs: dict[str, Path], workers: int | None, figures: bool, out_dir: Path,
+           slurm: dict) -> Iterator[tuple[Run, dict]]:
+    """One SLURM job per run (submitted as one array), polled until each has finished.
+
+    `slurm`: partition, timeout_min (per run), and cluster ("slurm", or "local" for submitit's local
+    executor, which runs each job as a process on this machine: how the tests drive this path)."""
+    submitit = _import_submitit()
+    executor = submitit.AutoExecutor(folder=out_dir / "submitit" / "%j", cluster=slurm.get("cluster", "slurm"))
+    params = {"timeout_min": int(slurm.get("timeout_min") or 60), "cpus_per_task": 1, "name": "li2-sweep"}
+    if slurm.get("partition"):
+        params["slurm_partition"] = slurm["partition"]
+    if workers:
+        params["slurm_array_parallelism"] = workers
+    executor.update_parameters(**params)
+    with executor.batch():
+        jobs = [executor.submit(_execute, r.config.model_dump(mode="json"), str(dirs[r.run_id]), figures) for r in todo]
+    pending = dict(zip(jobs, todo))
+    try:
+        while pending:
+            finished = [job for job in pending if job.done()]
+            for job in finished:
+                run = pending.pop(job)
+                try:
+                    outcome = job.result()
+                except Exception as e:  # the job failed, timed out or was cancelled
+                    outcome = {"error": f"slurm job {job.job_id} failed: {' '.join(str(e).split())[:500]}"}
+                yield run, outcome
+            if pending and not finished:
+                time.sleep(SLURM_POLL_SECONDS)
+    finally:
+        for job in pending:   # the driver stops (error, Ctrl-C): its unfinished jobs go too; a rerun resumes them
+            job.cancel(check=False)
 
 
 def _import_ray():
@@ -245,24 +308,33 @@ def sweep_progress(spec: SweepSpec, out_dir: str | Path) -> tuple[int, int]:
     return len(runs), done
 
 
+EXECUTORS = ("local", "ray", "slurm")
+
+
 def run_sweep(spec: SweepSpec | dict | str | Path, out_dir: str | Path, executor: str = "local",
               workers: int | None = None, address: str | None = None,
-              progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+              progress: Callable[[int], None] | None = None, slurm: dict | None = None) -> pd.DataFrame:
     """Train every run of `spec` not yet finished in `out_dir`; return the results table.
 
-    spec: a SweepSpec, a dict, or a path to a YAML file. progress(n) is called after n more runs
-    finished (trained or failed) in this call; runs already finished are not reported.
+    spec: a SweepSpec, a dict, or a path to a YAML file. progress(0) is called once the sweep has
+    been checked and starts training, then progress(n) after n more runs finished (trained or failed)
+    in this call; runs already finished are not reported (a sweep with nothing to train never calls
+    it). slurm: options of the slurm executor (`_slurm`).
     """
     if isinstance(spec, (str, Path)):
         spec = SweepSpec.load(spec)
     elif isinstance(spec, dict):
         spec = SweepSpec.parse(spec)
-    if executor not in ("local", "ray"):
-        raise SweepError(f"unknown executor '{executor}' (use local or ray)")
+    if executor not in EXECUTORS:
+        raise SweepError(f"unknown executor '{executor}' (use {', '.join(EXECUTORS[:-1])} or {EXECUTORS[-1]})")
     if workers is not None and workers < 1:
         raise SweepError(f"--workers must be >= 1, got {workers}")
-    if executor == "ray":
-        _import_ray()  # before anything touches the disk
+    slurm = dict(slurm or {})
+    if executor == "ray":  # before anything touches the disk
+        _import_ray()
+    elif executor == "slurm":
+        _check_slurm(slurm)
+    slurm_workers = workers
     workers = workers or os.cpu_count() or 1
     runs = expand(spec)
     out_dir = Path(out_dir).resolve()  # Ray workers do not share our working directory
@@ -287,8 +359,14 @@ def run_sweep(spec: SweepSpec | dict | str | Path, out_dir: str | Path, executor
         results = out_dir / "results.parquet"
         write_parquet(results, results_table(list(rows.values())))
         if todo:
-            stream = (_ray(todo, dirs, workers, spec.figures, address) if executor == "ray"
-                      else _local(todo, dirs, workers, spec.figures))
+            if progress is not None:
+                progress(0)
+            if executor == "ray":
+                stream = _ray(todo, dirs, workers, spec.figures, address)
+            elif executor == "slurm":
+                stream = _slurm(todo, dirs, slurm_workers, spec.figures, out_dir, slurm)
+            else:
+                stream = _local(todo, dirs, workers, spec.figures)
             for run, outcome in stream:
                 error = outcome.get("error")
                 rows[run.run_id] = _row(run, outcome.get("summary"), error)

@@ -1,4 +1,5 @@
-"""What happened to each model of a run, in the vocabulary of SPEC §9, and which knob to turn.
+"""What happened to each model of a run, in the vocabulary of docs/theory.md (what-the-hyperparameters-do),
+and which knob to turn.
 
 `annotate_outcomes(summary, metrics, config)` adds to every model of summary.json
     "outcome"   one of OUTCOMES (below)
@@ -9,7 +10,8 @@ With θ = config.grok_threshold (0.95 by default), M the group order, "final" = 
 
   diverged             status starts with "diverged" (the trainer saw a non-finite loss).
   ungrokked            peak test acc ≥ θ at some step, and the final test acc < θ and
-                       ≤ peak − UNGROK_DROP (0.05): generalisation was reached and then lost (SPEC §6, §9).
+                       ≤ peak − UNGROK_DROP (0.05): generalisation was reached and then lost
+                       (docs/theory.md, memorisation).
   grokked              final test acc ≥ θ.
   collapsed            the weights decayed away: final ‖W‖ < COLLAPSED (0.05) × ‖W₀‖ (w_norm column) and the
                        training set is not fit (final train acc < FIT). Weight decay won over the loss
@@ -18,19 +20,24 @@ With θ = config.grok_threshold (0.95 by default), M the group order, "final" = 
                        ‖W − W₀‖/‖W₀‖ (w_drift) < SMALL_DRIFT (0.05), and peak test acc < 1/M + NEAR_CHANCE
                        (0.1). Without a w_drift column (--diagnostics off), |‖W‖ − ‖W₀‖|/‖W₀‖ from w_norm
                        is used instead; it is a lower bound of the drift, so the call is flagged
-                       "drift_estimated" in evidence. SPEC §2: G_F ∝ η, so η = 0 (or a tiny learning rate,
+                       "drift_estimated" in evidence. Stage I: G_F ∝ η, so η = 0 (or a tiny learning rate,
                        or a very wide layer) leaves W where it started while the top layer fits.
   memorized            final train acc ≥ FIT (0.99), test acc < θ, and either the nodes are not irrep-like
                        (mean_dominant_fraction — share of an active node's ‖w‖² in its largest isotypic
                        component — < IRREP_LIKE (0.6), or that column absent) or test accuracy has stopped
-                       rising (it gained < RISING (0.02) over the last quarter of the steps). SPEC §9: nodes
+                       rising (it gained < RISING (0.02) over the last quarter of the steps). Memorisation: nodes
                        sit on memorisation maxima because the training set is below p_c (or lr / η pushed
                        them). (Small groups have few components, so their nodes can look irrep-like while
                        the model memorises: the plateau test catches that.)
   unfinished           anything else: the data is not fit yet, or it is fit, the nodes are irrep-like and
                        test accuracy is still rising — the step budget ran out mid-way.
 
-The hint for `memorized` compares the training ratio p with p_c = 2.7482·ln M / M (SPEC §5).
+The hint for `memorized` compares the training ratio p with p_c = 2.7482·ln M / M (docs/theory.md, the scaling law).
+
+Stopped early: a `memorized` or `unfinished` model whose run ended (steps_trained, else its last evaluated
+step) before `typical_grok_step` of its settings — the number of steps li2's runs with those settings
+typically take to grok — gets evidence "stopped_early": True and "typical_grok_step", and its hint says
+so first: its curve cannot tell memorisation from a grok still to come.
 """
 from __future__ import annotations
 
@@ -49,6 +56,17 @@ FIT = 0.99
 IRREP_LIKE = 0.6
 RISING = 0.02
 COLLAPSED = 0.05
+
+# Typical grok step of li2's runs, fitted as log t = a + Σ b_x·log x on 124 grokked runs (benchmarks/grok_time.py:
+# Z_M with M ∈ {23, 41, 71}, p/p_c ∈ {1.2, 1.6, 2.4}, lr ∈ {5e-4, 2e-3, 8e-3}, η ∈ {1e-4, 5e-4, 2e-3},
+# K ∈ {128, …, 2048}, Adam, σ = x², MSE, 2 seeds). Residual sd 0.45 in log t: a factor of 1.6 either way.
+# It reads like the theory: a larger η or lr, more data above p_c and a wider layer (under Adam) grok sooner.
+GROK_TIME_FIT = {"const": -0.577, "lr": -0.533, "weight_decay": -0.623, "ratio_over_critical": -2.957,
+                 "width": -0.296, "order": 0.370}
+GROK_TIME_RANGE = {"lr": (5e-4, 8e-3), "weight_decay": (1e-4, 2e-3), "ratio_over_critical": (1.2, 2.4),
+                   "width": (128, 2048), "order": (23, 71)}
+GROK_TIME_SETTINGS = {"optimizer": "adam", "activation": "sqr", "loss": "mse", "layers": 0, "top_layer": "learned",
+                      "operands": 2, "init_scale": 1.0, "top_init_scale": 1.0}
 
 
 # -- read-outs of one model's curve --------------------------------------------------------------
@@ -70,6 +88,24 @@ def first_step(steps: list[int], values: list[float], threshold: float) -> int |
         if v is not None and not math.isnan(v) and v >= threshold:
             return s
     return None
+
+
+def typical_grok_step(config, order: int | None) -> int | None:
+    """The step at which runs with these settings typically grok (GROK_TIME_FIT), or None where the fit
+    says nothing: other optimisers, activations, losses or architectures than it was measured on, a
+    setting more than a factor 2 outside its range, or p < 1.1·p_c (near p_c many runs never grok)."""
+    if order is None or order < 2 or any(getattr(config, k, None) != v for k, v in GROK_TIME_SETTINGS.items()):
+        return None
+    try:
+        ratio = float(config.resolved_ratio(order)) / critical_ratio(order, REFERENCE_C)
+    except (ValueError, AttributeError):
+        return None
+    values = {"lr": config.lr, "weight_decay": config.weight_decay, "width": config.width, "order": order,
+              "ratio_over_critical": min(ratio, 2 * GROK_TIME_RANGE["ratio_over_critical"][1])}
+    if ratio < 1.1 or any(not (lo / 2 <= values[k] <= 2 * hi) for k, (lo, hi) in GROK_TIME_RANGE.items()):
+        return None
+    log_t = GROK_TIME_FIT["const"] + sum(b * math.log(values[k]) for k, b in GROK_TIME_FIT.items() if k != "const")
+    return int(float(f"{math.exp(log_t):.2g}"))
 
 
 # -- outcomes ---------------------------------------------------------------------------------------
@@ -96,16 +132,30 @@ def _ratio(config, order: int | None) -> tuple[float | None, float | None]:
 
 
 def _hint(outcome: str, config, order: int | None, evidence: dict) -> str:
+    hint = _knob_hint(outcome, config, order, evidence)
+    if not evidence.get("stopped_early"):
+        return hint
+    t, stopped = evidence["typical_grok_step"], evidence["steps_trained"]
+    early = (f"the run stopped at step {stopped}, before the ≈{t} steps runs with these settings typically take "
+             f"to grok (li2's calibration, ±1.6×)")
+    if outcome == "unfinished":
+        return f"{early}: raise --steps to {3 * t} or more"
+    return f"{early}: rerun with --steps {3 * t} or more before trusting '{outcome}' (if it then still is: {hint})"
+
+
+def _knob_hint(outcome: str, config, order: int | None, evidence: dict) -> str:
     p, pc = _ratio(config, order)
     wd, lr, k = getattr(config, "weight_decay", None), getattr(config, "lr", None), getattr(config, "width", None)
     if outcome == "grokked":
         return ("generalised; to grok sooner the theory says raise the weight decay η (a stronger leaked label "
-                "signal in G_F, SPEC §2) or use fewer hidden nodes K (‖G_F‖ shrinks with K)")
+                "signal in G_F, docs/theory.md#stage-i--lazy-learning) or use fewer hidden nodes K "
+                "(‖G_F‖ shrinks with K)")
     if outcome == "diverged":
         return f"the loss blew up: lower --lr (now {lr:g}) or use --optimizer adam" if lr else "lower --lr"
     if outcome == "ungrokked":
         return ("test accuracy peaked and then fell: training drifted from generalising features to memorisation "
-                "maxima (SPEC §6); keep --early-stop on (stop at the peak), lower --lr, or add data (--train-ratio)")
+                "maxima (docs/theory.md#memorisation--theorem-5); keep --early-stop on (stop at the peak), "
+                "lower --lr, or add data (--train-ratio)")
     if outcome == "collapsed":
         return (f"the weights decayed to zero before features formed: lower --weight-decay (now {wd:g})"
                 if wd is not None else "the weights decayed to zero: lower --weight-decay")
@@ -118,7 +168,7 @@ def _hint(outcome: str, config, order: int | None, evidence: dict) -> str:
             return (f"training ratio p = {p:.3g} is below p_c ≈ 2.7482·ln M/M = {pc:.3g}: irrep maxima of E do not "
                     f"survive; raise --train-ratio above {pc:.3g}")
         return ("p is at or above p_c, so learning rate or weight decay pushed nodes into memorisation maxima "
-                "(SPEC §9): lower --lr, or lower --weight-decay")
+                "(docs/theory.md#memorisation--theorem-5): lower --lr, or lower --weight-decay")
     return "the step budget ran out before the run settled: raise --steps (or --lr)"
 
 
@@ -174,9 +224,14 @@ def classify_model(m: pd.DataFrame, model: dict, config, order: int | None = Non
         return "no_feature_learning", ev
     irrep_like = _finite(ev.get("final_mean_dominant_fraction")) and ev["final_mean_dominant_fraction"] >= IRREP_LIKE
     rising = _finite(ev.get("test_gain_last_quarter")) and ev["test_gain_last_quarter"] >= RISING
-    if _finite(final_train) and final_train >= FIT and not (irrep_like and rising):
-        return "memorized", ev
-    return "unfinished", ev
+    outcome = "memorized" if _finite(final_train) and final_train >= FIT and not (irrep_like and rising) \
+        else "unfinished"
+    typical = typical_grok_step(config, order)
+    stopped = model.get("steps_trained")
+    stopped = int(stopped) if isinstance(stopped, (int, float)) and math.isfinite(stopped) else int(m["step"].max())
+    if typical is not None:
+        ev.update(typical_grok_step=typical, steps_trained=stopped, stopped_early=stopped < typical)
+    return outcome, ev
 
 
 def _order_of(config) -> int | None:

@@ -1,4 +1,4 @@
-"""Stage boundaries from the paper's own definitions (SPEC §2–§4; docs/theory.md, stage detection).
+"""Stage boundaries from the paper's own definitions (docs/theory.md, stage detection).
 
 Read per model from the evaluated steps of metrics.parquet. Test accuracy is NEVER read: grokking
 is the observation the stages are meant to explain, so using it would make "grokking happens in
@@ -129,6 +129,6 @@ def annotate_summary(summary: dict, metrics: pd.DataFrame, config) -> dict:
         model["stages"] = detect_stages(m) if len(m) else None
         last = m.iloc[-1] if len(m) else None
         cols = [c for c in SPECTRUM_COLUMNS if last is not None and c in m and _ok(last[c])]
-        if cols:   # the features at the end of training (SPEC §8)
+        if cols:   # the features at the end of training (docs/theory.md, reading features)
             model["spectrum"] = {c: (int(last[c]) if c in ("n_active", "coverage") else float(last[c])) for c in cols}
     return summary

@@ -4,14 +4,17 @@ Nothing here is needed to train; every file is written atomically through the st
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
 
 from ..store import save_figure  # noqa: E402
 from ..theory.spectra import components_for, node_spectrum, spectrum_summary  # noqa: E402
@@ -20,6 +23,33 @@ from ..theory.spectra import components_for, node_spectrum, spectrum_summary  # 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (the set-up every li2 figure uses)."""
     return plt
+
+
+@functools.lru_cache(maxsize=1)
+def _font():
+    return font_manager.get_font(font_manager.findfont(font_manager.FontProperties()))
+
+
+def plain_text(text) -> str:
+    """A user's text (a group's name) as a figure can draw it: never mathtext ($ escaped), and each
+    character the font has no glyph for (or that is not printable) written as its \\u escape, so
+    drawing it warns about no missing glyph."""
+    font = _font()
+    out = []
+    for c in str(text):
+        if c == "$":
+            out.append(r"\$")
+        elif c.isprintable() and font.get_char_index(ord(c)):
+            out.append(c)
+        else:
+            out.append(ascii(c)[1:-1])
+    return "".join(out)
+
+
+def _has_positive(values: pd.Series) -> bool:
+    """Whether a log axis can show these values (a model that diverged at once has only inf or NaN)."""
+    v = values.to_numpy(dtype=float)
+    return bool(((v > 0) & np.isfinite(v)).any())
 
 
 def save_both(fig, folder: Path, stem: str) -> list[str]:
@@ -75,7 +105,7 @@ def curves_figure(metrics: pd.DataFrame, summary: dict, title: str = ""):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     if title:
-        fig.suptitle(title.replace("$", r"\$"))   # a table's name is the user's: never mathtext
+        fig.suptitle(plain_text(title))   # a table's name is the user's: never mathtext, no missing glyphs
     fig.tight_layout()
     return fig
 
@@ -96,8 +126,8 @@ def dynamics_figure(metrics: pd.DataFrame, summary: dict, title: str = ""):
         shade_stages(ax, first.get("stages"))
         for i, (seed, m) in enumerate(metrics.groupby("seed")):
             ax.plot(_x(m.step), m[col], color="C0", alpha=1.0 if i == 0 else 0.4)
-        positive = (metrics[col] > 0).any()
-        ax.set(xscale="log", yscale=yscale if positive else "linear", xlabel="step + 1", title=label)
+        ax.set(xscale="log", yscale=yscale if _has_positive(metrics[col]) else "linear", xlabel="step + 1",
+               title=label)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
@@ -105,7 +135,7 @@ def dynamics_figure(metrics: pd.DataFrame, summary: dict, title: str = ""):
     if handles:
         fig.legend(handles, labels, loc="lower right", fontsize=8)
     if title:
-        fig.suptitle(title.replace("$", r"\$"))
+        fig.suptitle(plain_text(title))
     fig.tight_layout()
     return fig
 
@@ -137,7 +167,7 @@ def spectra_figure(snapshots: dict[int, torch.Tensor], components, operands: int
     axes[0, 0].set_ylabel("isotypic component")
     fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02, label="share of ‖w‖²")
     if title:
-        fig.suptitle(title.replace("$", r"\$"))
+        fig.suptitle(plain_text(title))
     return fig
 
 

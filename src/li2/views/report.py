@@ -202,13 +202,29 @@ def is_recipe(folder: Path) -> bool:
     return (folder / "findings.json").exists()
 
 
-def recipe_section(folder: Path, heading: str = "h2") -> str:
+def read_findings(folder: Path) -> dict:
+    """findings.json of a recipe folder, checked: ReportError (one line) when it is empty, not JSON, or
+    lacks what `li2 reproduce` writes (a "recipe" name, and a "verdict" — or, for `all`, "recipes")."""
+    path = folder / "findings.json"
     try:
-        f = read_json(folder / "findings.json")
+        if path.is_file() and not path.read_bytes().strip():
+            raise ReportError(f"{path} is empty; rerun li2 reproduce into {folder}")
+        f = read_json(path)
     except StoreError as e:
         raise ReportError(str(e)) from None
+    except OSError as e:
+        raise ReportError(f"cannot read {path}: {e.strerror or e.__class__.__name__}") from None
     if not isinstance(f, dict):
-        raise ReportError(f"{folder}/findings.json is not a findings object")
+        raise ReportError(f"{path} is not a findings object (written by li2 reproduce)")
+    verdict_or_recipes = isinstance(f.get("verdict"), str) or isinstance(f.get("recipes"), dict)
+    if not (isinstance(f.get("recipe"), str) and verdict_or_recipes):
+        raise ReportError(f"{path} has no li2 findings schema (needs 'recipe' and 'verdict'); "
+                          f"rerun li2 reproduce into {folder}")
+    return f
+
+
+def recipe_section(folder: Path, heading: str = "h2") -> str:
+    f = read_findings(folder)
     h = heading
     name = f.get("recipe") or folder.name
     badge = verdict_badge(f["verdict"]) if f.get("verdict") else ""
@@ -238,7 +254,7 @@ def recipe_section(folder: Path, heading: str = "h2") -> str:
         out.append("<p><b>Notes.</b></p><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     if isinstance(f.get("verdict_parts"), dict):
         out.append(table([{"part": k, "verdict": v} for k, v in f["verdict_parts"].items()], ["part", "verdict"]))
-    for key, label in (("expected", "Expected (paper / SPEC)"), ("measured", "Measured")):
+    for key, label in (("expected", "Expected (paper)"), ("measured", "Measured")):
         if isinstance(f.get(key), dict) and f[key]:
             out.append(f"<h3>{label}</h3>" + kv_table(f[key]))
     for p in figures_in(folder):
@@ -315,11 +331,11 @@ def render(folder: str | Path) -> str:
     if not folder.is_dir():
         raise ReportError(f"{folder} is not a folder")
     if is_recipe(folder):
-        f = read_json(folder / "findings.json") if (folder / "findings.json").exists() else {}
+        f = read_findings(folder)
         body = recipe_section(folder)
         if is_study(folder):   # the phase recipe is also a study folder
             body += study_section(folder)
-        title = f"li2 recipe: {f.get('recipe', folder.name) if isinstance(f, dict) else folder.name}"
+        title = f"li2 recipe: {f['recipe']}"
     elif is_run(folder):
         body, title = run_section(folder), f"li2 run: {folder.name}"
     elif is_study(folder):

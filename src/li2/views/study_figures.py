@@ -10,7 +10,7 @@ import pandas as pd
 from ..store import save_figure
 from ..task import REFERENCE_C
 from ..theory.scaling import form_values
-from .figures import plt
+from .figures import plain_text, plt
 
 
 def energy_figure(result: dict, path) -> None:
@@ -40,7 +40,7 @@ def energy_figure(result: dict, path) -> None:
     else:
         ax.text(0.5, 0.5, result.get("note") or "no spectra", ha="center", va="center", wrap=True)
         ax.set_axis_off()
-    ax.set_title(f"{result['group']}  p={result['train_ratio']:g}  irrep {result['irrep_fraction']:.0%}")
+    ax.set_title(f"{plain_text(result['group'])}  p={result['train_ratio']:g}  irrep {result['irrep_fraction']:.0%}")
     ax = axes[1]
     E_star = result.get("predicted_max_energy")
     # range padded by 5% of the scale, so energies equal to 1e-12 do not blow up into an offset axis
