@@ -18,7 +18,6 @@ equals a run trained with `steps` from the start (tested), apart from wall-clock
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch

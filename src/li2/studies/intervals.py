@@ -101,17 +101,23 @@ def _gap(z: np.ndarray, k: np.ndarray, n: np.ndarray):
     return (top_fail, low_succ) if top_fail < low_succ else None
 
 
-def pc_interval(ratios, successes, trials=None, level: float = 0.95) -> dict:
+def pc_interval(ratios, successes, trials=None, level: float = 0.95, temper: float = 1.0) -> dict:
     """Profile-likelihood interval of p_c for one M (module docstring). Returns
     {"estimate": the profile maximum (the middle of the flat top for separated data), "ci": [lo, hi],
      "ci_open": [lower open, upper open] (the interval reached the end of the θ grid: p_c is only
      bounded on the other side), "gap": [top all-fail ratio, lowest all-success ratio] or None,
      "profile": Profile}. With no success, or no failure, the estimate is None and the interval open.
+    temper ≥ 1 divides the log-likelihood (the returned profile too) before the cut: the calibration of
+    an adaptive design, whose runs cluster where the data happened to look separated.
     """
     if not 0 < level < 1:
         raise ValueError("level must be in (0, 1)")
+    if temper < 1.0:
+        raise ValueError("temper must be >= 1 (it can only widen the interval)")
     z, k, n = _aggregate(ratios, successes, trials)
     prof = profile_likelihood(ratios, successes, trials)
+    if temper != 1.0:   # an adaptive design's likelihood, flattened (li2.studies.design.TEMPER)
+        prof = Profile(prof.theta, prof.loglik / temper, prof.gap)
     cut = CHI2_95 if level == 0.95 else _chi2_1(level)
     gap = prof.gap
     inside = np.flatnonzero(2 * -prof.loglik <= cut)

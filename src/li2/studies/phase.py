@@ -45,6 +45,7 @@ from ..task import REFERENCE_C
 from ..theory.scaling import FORMS, form_values
 from ..views.study_figures import phase_figure
 from .intervals import draws, fit_constant, pc_interval
+from .laws import compare_laws
 
 # Ridge on the logistic slope only. Without it perfectly separated data (a deterministic step,
 # common when seeds agree) sends the slope to infinity; with it the slope stays finite and the
@@ -86,7 +87,8 @@ def _fit_midpoint(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(-a / b), float(b)
 
 
-def _analyse_order(df: pd.DataFrame, threshold: float, n_boot: int, rng: np.random.Generator) -> dict:
+def _analyse_order(df: pd.DataFrame, threshold: float, n_boot: int, rng: np.random.Generator,
+                   temper: float = 1.0) -> dict:
     """p_c, CI and bracketing for one M. df holds that M's runs (NaN accuracies already dropped)."""
     p = df["train_ratio"].to_numpy(float)
     y = (df["final_test_acc"].to_numpy(float) >= threshold).astype(float)
@@ -143,17 +145,19 @@ def _analyse_order(df: pd.DataFrame, threshold: float, n_boot: int, rng: np.rand
     k = int(np.searchsorted(ratios, pc))
     out["grid_bracket"] = [float(ratios[k - 1]), float(ratios[k])]
 
-    out.update(_interval(p, y, pc, n_boot, rng))
+    out.update(_interval(p, y, pc, n_boot, rng, temper))
     return out
 
 
-def _interval(p: np.ndarray, y: np.ndarray, pc: float, n_boot: int, rng: np.random.Generator) -> dict:
+def _interval(p: np.ndarray, y: np.ndarray, pc: float, n_boot: int, rng: np.random.Generator,
+              temper: float = 1.0) -> dict:
     """The CI of one M: profile likelihood in ln p (li2.studies.intervals), never narrower than the gap,
     plus n_boot draws from the normalised likelihood (they spread over the gap, unlike a run bootstrap)."""
-    interval = pc_interval(p, y)
+    interval = pc_interval(p, y, temper=temper)
     lo, hi = interval["ci"]
     return {"ci": [min(lo, pc), max(hi, pc)], "ci_open": interval["ci_open"], "gap": interval["gap"],
-            "ci_method": "profile likelihood (logistic in ln p), contains the all-fail/all-success gap",
+            "ci_method": "profile likelihood (logistic in ln p), contains the all-fail/all-success gap"
+                         + (f"; log-likelihood tempered by {temper:g} (adaptive design)" if temper != 1.0 else ""),
             "profile": interval["profile"], "boot": draws(interval["profile"], n_boot, rng),
             "n_boot_valid": int(n_boot)}
 
@@ -268,6 +272,14 @@ def _scaling(orders: list[int], per_m: dict, n_boot: int, seed: int, reference_c
     }
 
 
+def _law(orders: list[int], per_m: dict) -> dict:
+    """compare_laws over the bracketed M's likelihoods, without its internal exponent profiles."""
+    law = compare_laws([per_m[o]["profile"] for o in orders], orders)
+    for fit in law["forms"].values():
+        fit.pop("exponent_profile", None)
+    return law
+
+
 # ---------------------------------------------------------------------------------------------
 # public API
 
@@ -278,6 +290,8 @@ def analyse_phase(
     n_boot: int = 200,
     seed: int = 0,
     reference_c: float = REFERENCE_C,
+    temper: float = 1.0,
+    laws: bool = True,
 ) -> dict:
     """p_c(M) per group order and the scaling fits; a JSON-serialisable dict (see module doc).
 
@@ -285,7 +299,9 @@ def analyse_phase(
     column exists), pc {str(M): {estimate, ci, ci_method, ci_open, gap, bracketed, reason, …}},
     bracketed, bracketed_orders, unbracketed_orders, c, c_ci (weighted, module doc), c_method,
     c_scatter_tau, c_unweighted (least squares) and its CI, r2 (of the least-squares c·ln M/M),
-    reference_c, reference_r2, alternatives, preferred, preferred_adjusted, note.
+    reference_c, reference_r2, alternatives, preferred, preferred_adjusted, note; law (with laws=True and
+    ≥ 2 bracketed M): every form fitted by likelihood and compared (li2.studies.laws.compare_laws).
+    temper ≥ 1 flattens every per-M likelihood (intervals.pc_interval): for adaptive designs (the search).
     """
     required = {"order", "train_ratio", "final_test_acc"}
     missing = required - set(results.columns)
@@ -311,14 +327,18 @@ def analyse_phase(
     per_m = {}
     for order, group in sorted(df.groupby("order"), key=lambda kv: kv[0]):
         rng = np.random.default_rng([seed, int(order)])  # same draws whatever other M's exist
-        per_m[int(order)] = _analyse_order(group, success_threshold, n_boot, rng)
+        per_m[int(order)] = _analyse_order(group, success_threshold, n_boot, rng, temper)
     inside = [o for o, r in per_m.items() if r["bracketed"]]
     out["bracketed"] = bool(per_m) and len(inside) == len(per_m)
     out["bracketed_orders"] = inside
     out["unbracketed_orders"] = [o for o in per_m if o not in inside]
 
+    out["temper"] = float(temper)
+    out["law"] = None
     if len(inside) >= 2:
         out.update(_scaling(inside, per_m, n_boot, seed, reference_c))
+        if laws:
+            out["law"] = _law(inside, per_m)
     else:
         out.update(
             c=None, c_ci=None, c_method=None, c_scatter_tau=None, c_unweighted=None, c_unweighted_ci=None,
