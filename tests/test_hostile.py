@@ -594,7 +594,7 @@ def serial_sweeps(monkeypatch):
 
     def serial(todo, dirs, workers, figures, *args, **kwargs):
         for run in todo:
-            yield run, sweep._execute(run.config.model_dump(mode="json"), str(dirs[run.run_id]), figures)
+            yield run, sweep.execute_run(run.config.model_dump(mode="json"), str(dirs[run.run_id]), figures)
     monkeypatch.setattr(sweep, "_local", serial)
 
 

@@ -1,4 +1,4 @@
-"""What every recipe shares: its context, small statistics over seeds, and training a grid of runs.
+"""What every recipe shares: its context, its plan, small statistics over seeds, and training a grid of runs.
 
 A recipe module (li2.recipes.<name>) exports
     CLAIM                       the paper's claim, in words (with the figure it comes from)
@@ -7,15 +7,21 @@ A recipe module (li2.recipes.<name>) exports
     plan(size)                  → Plan: what `run` would do at that size (runs, estimated core-hours,
                                   the paper's setting, li2's setting, each deviation) — for --dry-run
     run(ctx: RecipeContext)     → Findings: trains/measures, writes figures and tables into ctx.out
-and the registry (li2.recipes.registry) writes findings.json.
+and the registry (li2.recipes.registry) checks the findings against FINDINGS_KEYS and writes findings.json.
 
 Findings carry (FINDINGS_KEYS): claim; paper_setting (what the paper states, PAPER.md; "not stated"
 where it is silent); setting (what li2 ran); deviations (one `deviation(...)` per difference, with
 its reason); measured (numbers with CIs over seeds); rule; verdict, verdict_parts, reasons; headline.
 A verdict is "inconclusive" whenever the interval allows both answers.
+
+A Plan (PLAN_KEYS) is {"runs": number of training runs, "core_hours": estimated CPU core-hours (an
+upper bound: runs that stop early cost less), "paper_setting", "setting", "deviations"} — the same
+three setting keys the findings carry, so `run` can put `plan(size)`'s into its findings. Recipes
+build it with `make_plan` from the very configs `run` trains, so the two cannot drift apart.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,24 +29,92 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 
-from ..runs.training import train
-from ..store import StoreError, read_json, read_parquet, write_text
-from ..studies.spec import SweepSpec, expand
-from ..studies.sweep import run_sweep
+from ..config import TrainConfig, resolve_group
+from ..store import StoreError, read_json, read_parquet
+from ..studies.spec import run_id
+from .pool import RunPool
 
 VERDICTS = ("supports", "contradicts", "inconclusive")
 FINDINGS_KEYS = ("claim", "paper_setting", "setting", "deviations", "measured", "rule", "verdict",
                  "verdict_parts", "reasons", "headline")
+PLAN_KEYS = ("runs", "core_hours", "paper_setting", "setting", "deviations")
+DEVIATION_KEYS = ("what", "paper", "here", "why")
 Findings = dict[str, Any]   # findings.json's content: FINDINGS_KEYS and more (figures, tables, notes)
-Plan = dict[str, Any]       # {"runs", "core_hours", "paper_setting", "setting", "deviations"}
+Plan = dict[str, Any]       # PLAN_KEYS
 
 
 def deviation(what: str, paper: Any, here: Any, why: str) -> dict:
     """One way li2's setting differs from the paper's, and why: {"what", "paper", "here", "why"}."""
     return {"what": what, "paper": paper, "here": here, "why": why}
+
+
+def pick(size: str, smoke, quick, full):
+    """The value for this size (plan(size) and run(ctx) choose their settings the same way)."""
+    return {"smoke": smoke, "quick": quick, "full": full}[size]
+
+
+# -- plans: what a size would train, and what it costs ----------------------------------------------------
+
+# Seconds per training step on ONE CPU core (torch, float32), fitted on single-threaded timings of
+# li2's trainer (see estimate_seconds): a fixed part per step, and parts proportional to the work.
+STEP_FIXED_S = 5e-4          # Python and optimiser overhead of one step
+SAMPLE_NODE_S = 1e-8         # per training sample × hidden node (gather, σ, F·V, backward)
+LAYER_S = 9e-11              # per sample × K² of each extra residual layer (two (n,K)×(K,K) products)
+RIDGE_S = 1.2e-10            # per n·K·min(n, K) of --top-layer ridge's Gram and Cholesky solve
+MUON_S = 4e-10               # per 2M·K·min(2M, K) of Muon's five Newton–Schulz steps
+EVAL_FRACTION = 0.35         # an evaluation's forward pass over all M² samples, relative to a step's work
+DIAGNOSTICS_FRACTION = 0.7   # --diagnostics basic at an evaluation, relative to a training step's work
+
+
+def estimate_seconds(config: dict) -> float:
+    """Estimated single-core seconds of one training run (the whole step budget, no early stop).
+
+    t = steps·(STEP_FIXED_S + SAMPLE_NODE_S·n·K·(1 + c_layers + c_ridge + c_muon)) + evaluations·EVAL_FRACTION·…,
+    n = training samples (p·M^k), K = width; refitted whenever the engine's speed changes a lot (the
+    estimate is for planning, never a result)."""
+    cfg = TrainConfig(**{k: v for k, v in config.items() if k != "seed"})
+    group = resolve_group(cfg)
+    m, k = group.order, cfg.operands
+    total = m ** k
+    n = max(1, round(cfg.resolved_ratio(m) * total))
+    K = cfg.width
+    work = SAMPLE_NODE_S * n * K + LAYER_S * n * K * K * cfg.layers
+    if cfg.top_layer == "ridge":
+        work += RIDGE_S * n * K * min(n, K)
+    if cfg.optimizer == "muon":
+        work += MUON_S * k * m * K * min(k * m, K)
+    evals = len(cfg.eval_steps())
+    per_eval = EVAL_FRACTION * (SAMPLE_NODE_S * total * K + LAYER_S * total * K * K * cfg.layers)
+    if cfg.diagnostics != "off":
+        per_eval += DIAGNOSTICS_FRACTION * work
+    return cfg.steps * (STEP_FIXED_S + work) + evals * per_eval
+
+
+def make_plan(configs: list[dict], paper_setting: dict, setting: dict, deviations: list[dict],
+              extra_core_seconds: float = 0.0) -> Plan:
+    """A Plan from the training configs `run` would train (one dict per run, TrainConfig fields and `seed`)
+    plus the core-seconds of any other work (energy ascents, closed forms), with the settings it records."""
+    for d in deviations:
+        if set(d) != set(DEVIATION_KEYS) or not str(d["why"]).strip():
+            raise ValueError(f"a deviation needs {DEVIATION_KEYS} and a reason: {d}")
+    seconds = sum(estimate_seconds(c) for c in configs) + extra_core_seconds
+    return {"runs": len(configs), "core_hours": float(f"{seconds / 3600:.4g}"), "paper_setting": paper_setting,
+            "setting": setting, "deviations": deviations}
+
+
+def grid_configs(base: dict, grid: dict) -> list[dict]:
+    """The cartesian product base × grid as plain config dicts (first key slowest), as `train_grid` trains it;
+    a grid value {"range": [a, b]} stands for range(a, b) (seeds)."""
+    keys = list(grid)
+    values = [list(range(*v["range"])) if isinstance(v, dict) else list(v) for v in grid.values()]
+    return [{**base, **dict(zip(keys, combo))} for combo in itertools.product(*values)]
+
+
+def plan_setting(plan_: Plan) -> dict:
+    """The three setting keys of a plan, for the findings of the run it describes."""
+    return {k: plan_[k] for k in ("paper_setting", "setting", "deviations")}
 
 
 @dataclass
@@ -52,9 +126,15 @@ class RecipeContext:
     log: Callable[[str], None]
     workers: int
     in_all: bool = False
+    pool: RunPool | None = None      # shared by every recipe of one reproduce call (made on first use)
 
     def pick(self, smoke, quick, full):
         return {"smoke": smoke, "quick": quick, "full": full}[self.size]
+
+    def runner(self) -> RunPool:
+        if self.pool is None:
+            self.pool = RunPool(self.workers)
+        return self.pool
 
 
 # -- small statistics ------------------------------------------------------------------------------------
@@ -92,6 +172,18 @@ def welch_diff(a, b, level: float = 0.95) -> dict:
     return {"diff": d, "ci": [d - half, d + half]}
 
 
+def paired_diff(a: dict, b: dict, level: float = 0.95) -> dict:
+    """Mean of a[s] − b[s] over the keys (seeds) both have, with a Student-t interval on the differences:
+    {"n", "diff", "ci"} (ci None when n < 2; the point itself when every difference is equal). Pairing by
+    seed removes what the two arms share (init, split), so the interval is much narrower than Welch's."""
+    keys = [k for k in a if k in b and a[k] is not None and b[k] is not None
+            and np.isfinite(a[k]) and np.isfinite(b[k])]
+    st = mean_ci([a[k] - b[k] for k in keys], level)
+    if st["n"] >= 2 and st["std"] == 0:
+        st["ci"] = [st["mean"], st["mean"]]
+    return {"n": st["n"], "diff": st["mean"], "ci": st["ci"]}
+
+
 def spearman(x, y) -> float | None:
     """Spearman rank correlation (None with fewer than 3 points or a constant axis)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -100,6 +192,59 @@ def spearman(x, y) -> float | None:
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
     return float(stats.spearmanr(x, y).statistic)
+
+
+def speedup(slow: list, fast: list, budget: int, level: float = 0.95) -> dict:
+    """Paired per-seed ratio slow/fast of the steps to generalise (grok steps), geometric mean and a
+    Student-t interval on the log ratios. A run that never generalised counts at `budget`, which makes
+    its pair's ratio a bound: a lower bound when the slow run is censored, an upper one when the fast
+    run is; pairs where both are censored carry no information and are dropped.
+    Returns {"pairs", "ratios", "geomean", "ci", "censored_slow", "censored_fast", "lower_valid",
+    "upper_valid"}: ci[0] is a valid lower bound only without censored fast runs (lower_valid), ci[1] a
+    valid upper bound only without censored slow runs (upper_valid)."""
+    logs, ratios, cs, cf = [], [], 0, 0
+    for a, b in zip(slow, fast):
+        a_none, b_none = a is None or not np.isfinite(a), b is None or not np.isfinite(b)
+        if a_none and b_none:
+            continue
+        cs, cf = cs + a_none, cf + b_none
+        r = (budget if a_none else max(float(a), 1.0)) / (budget if b_none else max(float(b), 1.0))
+        ratios.append(r)
+        logs.append(math.log(r))
+    st = mean_ci(logs, level)
+    return {"pairs": len(logs), "ratios": ratios,
+            "geomean": math.exp(st["mean"]) if st["mean"] is not None else None,
+            "ci": [math.exp(st["ci"][0]), math.exp(st["ci"][1])] if st["ci"] else None,
+            "censored_slow": cs, "censored_fast": cf, "lower_valid": cf == 0, "upper_valid": cs == 0}
+
+
+def paired_speedups(df: pd.DataFrame, by: list[str], arm: str, slow, fast, budget: int) -> dict[tuple, dict]:
+    """Per group of `by` (e.g. group, train_ratio): `speedup` of arm == slow over arm == fast, runs paired by
+    seed (grok_step, None when never). Keys are the tuples of `by` values."""
+    out = {}
+    for key, g in df.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        a = g[g[arm] == slow].set_index("seed").grok_step
+        b = g[g[arm] == fast].set_index("seed").grok_step
+        seeds = sorted(set(a.index) & set(b.index))
+        val = lambda x: None if pd.isna(x) else float(x)
+        out[key] = speedup([val(a[s_]) for s_ in seeds], [val(b[s_]) for s_ in seeds], budget)
+    return out
+
+
+def judge_speedup(sp: dict, want_faster: bool = True) -> str:
+    """supports if the speed-up's CI lies above 1 (below 1 when want_faster is False) with a valid bound on
+    that side; contradicts if it lies on the other side with a valid bound there; else inconclusive."""
+    ci = sp.get("ci")
+    if not ci:
+        return "inconclusive"
+    above = ci[0] > 1 and sp["lower_valid"]
+    below = ci[1] < 1 and sp["upper_valid"]
+    if above:
+        return "supports" if want_faster else "contradicts"
+    if below:
+        return "contradicts" if want_faster else "supports"
+    return "inconclusive"
 
 
 def combine(parts: dict[str, str]) -> str:
@@ -120,67 +265,81 @@ def final_row(metrics: pd.DataFrame) -> dict:
 
 
 def run_record(folder: Path) -> dict:
-    """One finished run folder (single seed) → flat dict: summary fields, outcome, final diagnostics,
-    peak test acc and the step of the peak."""
+    """One finished run folder (single seed) → flat dict: summary fields, outcome, final losses and
+    diagnostics, the test loss at two thirds of the steps trained (a convergence check), peak test acc
+    and the step of the peak."""
     summary = read_json(folder / "summary.json")["models"][0]
-    metrics = read_parquet(folder / "metrics.parquet")
+    metrics = read_parquet(folder / "metrics.parquet").sort_values("step")
     last = final_row(metrics)
     rec = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
     rec.update({f"stage_{k}": v for k, v in (summary.get("stages") or {}).items()})
-    for col in ("coverage", "n_active", "mean_dominant_fraction", "diversity", "w_drift", "grad_norm"):
+    for col in ("train_loss", "test_loss", "coverage", "n_active", "mean_dominant_fraction", "diversity", "w_drift",
+                "grad_norm"):
         if col in last:
             rec[f"final_{col}"] = last[col]
     if len(metrics):
+        upto = metrics[metrics.step <= (2 * int(metrics.step.iloc[-1])) // 3]
+        rec["test_loss_at_two_thirds"] = float(upto.test_loss.iloc[-1]) if len(upto) else None
+    if metrics["test_acc"].notna().any():
         i = metrics["test_acc"].idxmax()
         rec["peak_test_acc"] = float(metrics.loc[i, "test_acc"])
         rec["peak_step"] = int(metrics.loc[i, "step"])
     return rec
 
 
-def train_grid(ctx: RecipeContext, folder: Path, base: dict, grid: dict, in_process: bool = False) -> pd.DataFrame:
-    """Train every point of base × grid (a li2.studies sweep spec) into folder; one row per run.
+def _config_of(config: dict) -> TrainConfig:
+    """A TrainConfig from a recipe's config dict (`seed` stands for seeds = [seed]); threads 1 unless set."""
+    c = dict(config)
+    if "seed" in c:
+        c["seeds"] = [c.pop("seed")]
+    c.setdefault("threads", 1)
+    return TrainConfig(**c)
 
-    With several workers the runs go through `li2.studies.run_sweep` (a process per core); with one
-    worker (smoke size), or with in_process=True (runs of a second or two, cheaper than starting a worker
-    pool), they train in this process into the same layout.
-    Rows: every varied key (as given), the run id, and `run_record` of the run folder.
+
+def train_runs(ctx: RecipeContext, folder: Path, configs: list[dict], in_process: bool = False) -> pd.DataFrame:
+    """Train a list of configs (one seed each; any design, not only a grid) into folder/runs/<id>.
+
+    <id> is li2.studies' run id (a hash of the resolved config), so the same config is trained once
+    even when several designs of a recipe list it, and a rerun resumes. Runs go through ctx's pool
+    (a process per core, started once per reproduce call); in_process=True trains them here (runs of
+    a second or two). Rows: the config's own keys as given, train_ratio resolved, order, run_id, and
+    `run_record` of the run folder (status "failed" and the error when training raised).
     """
-    spec = SweepSpec.parse({"name": folder.name, "base": base, "grid": grid})
-    runs = expand(spec)
-    if ctx.workers > 1 and len(runs) > 1 and not in_process:
-        done = [0]
-
-        def tick(n):
-            done[0] += n
-            ctx.log(f"  {folder.name}: {done[0]}/{len(runs)} runs")
-        run_sweep(spec, folder, workers=ctx.workers, progress=tick)
-    else:
+    cfgs = [_config_of(c) for c in configs]
+    ids = [run_id(c) for c in cfgs]
+    dirs = {i: folder / "runs" / i for i in ids}
+    todo, seen = [], set()
+    for c, i in zip(cfgs, ids):
+        if i not in seen and not (dirs[i] / "summary.json").exists():
+            todo.append((c.model_dump(mode="json"), dirs[i]))
+        seen.add(i)
+    errors: dict[Path, str] = {}
+    if todo:
         folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / "sweep.yaml").exists():   # same layout as run_sweep, so either may resume the other
-            write_text(folder / "sweep.yaml", spec.to_yaml())
-        threads = torch.get_num_threads()   # the sweep's runs set threads: 1; give the process its own back
-        try:
-            for i, r in enumerate(runs):
-                d = folder / "runs" / r.run_id
-                if (d / "summary.json").exists():
-                    continue
-                train(r.config, d, resume=(d / "config.yaml").exists(), figures=False)
-                ctx.log(f"  {folder.name}: {i + 1}/{len(runs)} runs")
-        finally:
-            torch.set_num_threads(threads)
+        count = [0]
+
+        def tick(n: int) -> None:
+            count[0] += n
+            if count[0] == len(todo) or count[0] % max(1, len(todo) // 4) == 0:
+                ctx.log(f"  {folder.name}: {count[0]}/{len(todo)} runs")
+        for j, outcome in ctx.runner().train(todo, tick, in_process=in_process or ctx.workers == 1):
+            if "error" in outcome:
+                errors[todo[j][1]] = outcome["error"]
     rows = []
-    for r in runs:
-        d = folder / "runs" / r.run_id
+    for given, c, i in zip(configs, cfgs, ids):
         try:
-            rec = run_record(d)
+            rec = run_record(dirs[i])
         except (StoreError, KeyError, IndexError, TypeError):
-            rec = {"status": "failed"}
-        cfg = r.config.model_dump(mode="json")
-        point = {k: (cfg["seeds"][0] if k == "seed" else cfg.get(k)) for k in grid}
-        if "train_ratio" in point:
-            point["train_ratio"] = r.ratio
-        rows.append({**point, "order": r.order, "run_id": r.run_id, **rec})
+            rec = {"status": "failed", "error": errors.get(dirs[i], "no summary.json")}
+        group = resolve_group(c)
+        rows.append({**{k: v for k, v in given.items()}, "train_ratio": c.resolved_ratio(group.order),
+                     "order": group.order, "run_id": i, **rec})
     return pd.DataFrame(rows)
+
+
+def train_grid(ctx: RecipeContext, folder: Path, base: dict, grid: dict, in_process: bool = False) -> pd.DataFrame:
+    """Train every point of base × grid (first key slowest) into folder, as `train_runs`; one row per run."""
+    return train_runs(ctx, folder, grid_configs(base, grid), in_process=in_process)
 
 
 def announce_estimate(ctx: RecipeContext, what: str, seconds: float) -> None:

@@ -122,7 +122,7 @@ def _core_seconds(s: dict) -> float:
 
 def plan(size: str) -> Plan:
     s = _settings(size)
-    return {"runs": sum(s["seeds"]), "core_hours": round(_core_seconds(s) / 3600, 3), "paper_setting": PAPER,
+    return {"runs": sum(s["seeds"]), "core_hours": float(f"{_core_seconds(s) / 3600:.4g}"), "paper_setting": PAPER,
             "setting": s, "deviations": _deviations(size, s)}
 
 

@@ -102,7 +102,7 @@ def results_table(rows: list[dict]) -> pd.DataFrame:
 
 # -- running -------------------------------------------------------------------------------------------
 
-def _execute(config_json: dict, run_dir: str, figures: bool) -> dict:
+def execute_run(config_json: dict, run_dir: str, figures: bool) -> dict:
     """Train one run in its folder, resuming it when it was started; never raises.
 
     Runs in a worker (process-pool task or Ray task), so it takes and returns plain data.
@@ -134,7 +134,7 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _worker_init(parent: int) -> None:
+def worker_init(parent: int) -> None:
     import torch
     torch.set_num_threads(1)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
@@ -148,9 +148,9 @@ def _local(todo: list[Run], dirs: dict[str, Path], workers: int, figures: bool) 
     while queue:
         pool = ProcessPoolExecutor(max_workers=min(workers, len(queue)),
                                    mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(os.getpid(),))
+                                   initializer=worker_init, initargs=(os.getpid(),))
         try:
-            futures = {pool.submit(_execute, r.config.model_dump(mode="json"), str(dirs[r.run_id]), figures): r
+            futures = {pool.submit(execute_run, r.config.model_dump(mode="json"), str(dirs[r.run_id]), figures): r
                        for r in queue}
             queue = []
             finished = 0
@@ -209,7 +209,7 @@ def _slurm(todo: list[Run], dirs: dict[str, Path], workers: int | None, figures:
         params["slurm_array_parallelism"] = workers
     executor.update_parameters(**params)
     with executor.batch():
-        jobs = [executor.submit(_execute, r.config.model_dump(mode="json"), str(dirs[r.run_id]), figures) for r in todo]
+        jobs = [executor.submit(execute_run, r.config.model_dump(mode="json"), str(dirs[r.run_id]), figures) for r in todo]
     pending = dict(zip(jobs, todo))
     try:
         while pending:
@@ -247,7 +247,7 @@ def _ray(todo: list[Run], dirs: dict[str, Path], workers: int, figures: bool,
             ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         started = True
     try:
-        task = ray.remote(num_cpus=1, max_retries=1)(_execute)
+        task = ray.remote(num_cpus=1, max_retries=1)(execute_run)
         refs = {task.remote(r.config.model_dump(mode="json"), str(dirs[r.run_id]), figures): r for r in todo}
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)

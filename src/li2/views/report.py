@@ -254,9 +254,13 @@ def recipe_section(folder: Path, heading: str = "h2") -> str:
         out.append("<p><b>Notes.</b></p><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     if isinstance(f.get("verdict_parts"), dict):
         out.append(table([{"part": k, "verdict": v} for k, v in f["verdict_parts"].items()], ["part", "verdict"]))
-    for key, label in (("expected", "Expected (paper)"), ("measured", "Measured")):
+    for key, label in (("paper_setting", "The paper's setting"), ("setting", "li2's setting"),
+                       ("expected", "Expected (paper)"), ("measured", "Measured")):
         if isinstance(f.get(key), dict) and f[key]:
             out.append(f"<h3>{label}</h3>" + kv_table(f[key]))
+    devs = f.get("deviations")
+    if isinstance(devs, list) and devs and all(isinstance(d, dict) for d in devs):
+        out.append("<h3>Deviations from the paper</h3>" + table(devs, ["what", "paper", "here", "why"]))
     for p in figures_in(folder):
         out.append(figure(p))
     for t in sorted(folder.glob("*.parquet")):
