@@ -3,7 +3,7 @@
 One group order's search is a sequence of batches. The first batch probes `start` (multiples of the
 reference p_ref = c_ref·ln M / M). After each batch, with (p_i, success_i) of every run so far:
   * no success yet: the next batch steps up from the highest ratio by factors e^(δ), e^(2δ), … (capped
-    at p = 1); no failure yet: down from the lowest by e^(−δ), … (δ = ln `expand`);
+    at p = MAX_RATIO, so there is a test set); no failure yet: down from the lowest by e^(−δ), … (δ = ln `expand`);
   * both: the profile likelihood of θ = ln p_c (li2.studies.intervals) is normalised to a density
     over θ (a flat prior), and the next batch sits at its quantiles 1/(b+1), …, b/(b+1) — probabilistic
     bisection on ln p: each batch lands where the remaining uncertainty about p_c is, and for separated
@@ -11,7 +11,7 @@ reference p_ref = c_ref·ln M / M). After each batch, with (p_i, success_i) of e
     ratio while runs on both sides pin the seed-to-seed spread.
 The search of that M stops when the 95% interval of p_c is closed and narrower than `tolerance`·p̂_c
 (relative width (hi − lo)/p̂_c), when `max_runs` runs are spent, or when p_c is out of reach (every run
-failed at p = 1, or every run succeeded at the lowest ratio `min_ratio`).
+failed at p = MAX_RATIO, or every run succeeded at the lowest ratio `min_ratio`).
 
 The interval of an adaptive design is tempered (`TEMPER`). The design concentrates its runs where the
 data so far put p_c, so a run of seeds that happened to look separated pulls the next runs next to
@@ -31,7 +31,6 @@ import numpy as np
 
 from .intervals import pc_interval
 
-
 TEMPER = 6.634896601021214 / 3.841458820694124     # χ²₁(0.99) / χ²₁(0.95): module doc
 
 
@@ -48,9 +47,12 @@ class Design:
     temper: float = TEMPER                           # likelihood tempering of the adaptive design
 
 
+MAX_RATIO = 0.9      # a run needs a test set to say whether it generalised
+
+
 def tidy_ratio(p: float) -> float:
-    """4 significant digits, capped at 1: the ratios a search proposes read (and hash) cleanly."""
-    return min(1.0, float(f"{p:.4g}"))
+    """4 significant digits, capped at MAX_RATIO: the ratios a search proposes read (and hash) cleanly."""
+    return min(MAX_RATIO, float(f"{p:.4g}"))
 
 
 def status(ratios, successes, design: Design) -> dict:
@@ -64,7 +66,7 @@ def status(ratios, successes, design: Design) -> dict:
         return out
     if y.max() == 0.0 or y.min() == 1.0:
         edge = p.max() if y.max() == 0.0 else p.min()
-        out["state"] = "out_of_reach" if (y.max() == 0.0 and edge >= 1.0) or \
+        out["state"] = "out_of_reach" if (y.max() == 0.0 and edge >= MAX_RATIO) or \
             (y.min() == 1.0 and edge <= design.min_ratio) else "unbracketed"
     else:
         r = pc_interval(p, y, temper=design.temper)

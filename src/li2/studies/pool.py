@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Hashable
 
-from .sweep import SweepError, _import_ray, _worker_init
+from .sweep import SweepError, _import_ray, worker_init
 
 EXECUTORS = ("local", "ray")
 
@@ -60,7 +60,7 @@ class TaskPool:
     def _local(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_worker_init, initargs=(os.getpid(),))
+                                             initializer=worker_init, initargs=(os.getpid(),))
         return self._pool
 
     def _ray_task(self, fn: Callable):

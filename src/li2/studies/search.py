@@ -367,8 +367,52 @@ def load_search(out_dir: str | Path) -> tuple[SearchSpec, pd.DataFrame]:
 
 # -- cost ----------------------------------------------------------------------------------------------
 
-def step_work(spec: SearchSpec, order: int, multiple: float = 1.0) -> float:
-    """n·K·M of one step at p = multiple·p_ref (the matrix products' size; li2.recipes.phase times it)."""
-    ratio = min(1.0, multiple * critical_ratio(order, spec.reference_c))
-    cfg = spec.config(order, ratio, 0)
-    return train_size(order * order, ratio) * cfg.width * order
+# Seconds per training step on one core, a + b·n·K·M (n training samples, K width, M classes): fixed
+# overhead plus the three GEMMs of the step; measured with `measure_step_cost` on the 2-core development
+# machine (shared, so a little pessimistic). Evaluations (test subset) are folded in.
+STEP_FIXED_S = 1e-3
+STEP_WORK_S = 2.0e-11
+CONTINUED_SHARE = 1 / 3      # "typical": a third of the runs continued to the cap (the quick study's share)
+
+
+def step_seconds(order: int, ratio: float, width: int, fixed: float = STEP_FIXED_S, per_work: float = STEP_WORK_S
+                 ) -> float:
+    return fixed + per_work * train_size(order * order, ratio) * width * order
+
+
+def estimate_cost(spec: SearchSpec, fixed: float = STEP_FIXED_S, per_work: float = STEP_WORK_S) -> dict:
+    """Core-seconds of a search before it starts: every M spends max_runs runs near p_ref; upper bound =
+    every run trained to the cap, typical = every run to the base budget and CONTINUED_SHARE of them on to
+    the cap. {"runs", "upper_core_seconds", "typical_core_seconds", "per_order": {M: typical}}."""
+    per_order, upper, typical = {}, 0.0, 0.0
+    for m in spec.orders:
+        ratio = min(1.0, critical_ratio(m, spec.reference_c))
+        s = step_seconds(m, ratio, spec.config(m, ratio, 0).width, fixed, per_work)
+        up = spec.max_runs * spec.cap * s
+        ty = spec.max_runs * (spec.steps + CONTINUED_SHARE * (spec.cap - spec.steps)) * s
+        per_order[str(m)] = round(ty, 1)
+        upper, typical = upper + up, typical + ty
+    return {"runs": spec.max_runs * len(spec.orders), "upper_core_seconds": round(upper, 1),
+            "typical_core_seconds": round(typical, 1), "per_order": per_order,
+            "model": f"steps × ({fixed:g} s + {per_work:g} s × n·K·M) per run"}
+
+
+def measure_step_cost(spec: SearchSpec, steps: int = 40) -> tuple[float, float]:
+    """(fixed, per_work) of step_seconds fitted to two short timed single-thread runs (the smallest and the
+    largest M of the spec at p_ref; nothing written)."""
+    import torch
+    lo, hi = min(spec.orders), max(spec.orders)
+    points = []
+    threads = torch.get_num_threads()
+    try:
+        for m in (lo, hi):
+            ratio = min(1.0, critical_ratio(m, spec.reference_c))
+            cfg = spec.config(m, ratio, 0).model_copy(update={"steps": steps, "early_stop": False, "threads": 1})
+            t0 = time.perf_counter()
+            train(cfg, write=False, figures=False)
+            points.append((train_size(m * m, ratio) * cfg.width * m, (time.perf_counter() - t0) / steps))
+    finally:
+        torch.set_num_threads(threads)
+    (w0, s0), (w1, s1) = points
+    per_work = max((s1 - s0) / (w1 - w0), 0.0) if w1 > w0 else 0.0
+    return max(s0 - per_work * w0, 0.0), per_work
