@@ -15,11 +15,11 @@ import sys
 import time
 
 import torch
+from li2.groups import get_group
+from li2.trainer import Trainer
 
 from li2.config import TrainConfig
-from li2.groups import get_group
 from li2.task import make_task, split
-from li2.trainer import Trainer
 
 CONFIGS = {"M71": dict(group="Z71", width=1024), "M127": dict(group="Z127", width=2048)}
 

@@ -98,3 +98,9 @@ def test_budget_outcomes():
     # the rule looks at the last quarter of the steps only: an early rise does not keep a run undecided
     acc = [0.0, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]
     assert budget_outcome(curve(acc, [1.5] * 9, 15 * flat))[0] == "memorized"
+
+
+def test_collapsed_weights_are_a_decided_failure():
+    w = [18.0, 2.3, 0.05, 0.02, 0.03, 0.01, 0.02, 0.015, 0.03]     # relative changes of a near-zero norm are noise
+    out, ev = budget_outcome(curve([0.01] * 9, [0.99] * 9, w, train_acc=0.03))
+    assert out == "stalled" and ev["final_w_norm_ratio"] < 0.05

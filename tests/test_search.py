@@ -229,3 +229,27 @@ def test_search_on_local_ray_equals_the_local_search(tmp_path):
     ray_ = run_search(spec, tmp_path / "ray", executor="ray", workers=2)
     cols = [c for c in local.columns if c not in ("wall_seconds",)]
     pd.testing.assert_frame_equal(ray_[cols], local[cols])
+
+
+def test_cli_phase_search_dry_run_and_bad_specs(tmp_path, run_cli):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(json.dumps(REAL))             # JSON is YAML
+    code, stdout, stderr = run_cli("phase-search", spec, "--out", tmp_path / "out", "--dry-run")
+    assert code == 0 and "core-hours" in stderr and not (tmp_path / "out").exists()
+    (tmp_path / "bad.yaml").write_text("orders: [23]\nbase: {group: Z5}\n")
+    code, _, stderr = run_cli("phase-search", tmp_path / "bad.yaml", "--out", tmp_path / "o2")
+    assert code == 2 and stderr.startswith("error: ") and "base.group" in stderr and len(stderr.splitlines()) == 1
+    code, _, stderr = run_cli("phase-search", spec, "--out", tmp_path / "o3", "--executor", "dask")
+    assert code == 2 and "executor" in stderr
+
+
+def test_cli_phase_search_runs_and_writes_the_analysis(tmp_path, run_cli):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(json.dumps({**REAL, "orders": [17, 19, 23], "max_runs": 5}))
+    code, stdout, stderr = run_cli("phase-search", spec, "--out", tmp_path / "out", "--workers", "1", "--json",
+                                   "--quiet")
+    assert code == 0, stderr
+    res = json.loads(stdout)
+    assert set(res) >= {"phase", "budget", "budget_check", "grok_time", "runs"}
+    assert res["budget"] == 300 and (tmp_path / "out" / "phase.png").exists()
+    assert json.loads((tmp_path / "out" / "analysis.json").read_text()) == res

@@ -20,8 +20,15 @@ likelihood (so by its uncertainty), with the scatter between M (τ) as a free pa
 Student-calibrated cut-off, so c_ci includes both. The least-squares c of the form comparison below
 is kept as c_unweighted.
 
-Across the M's whose transition is inside the sampled grid ("bracketed"), least squares on p_c
-(linear space) for the forms
+Which law p_c(M) follows (key `law`, li2.studies.laws.compare_laws): every form of li2.theory.scaling
+fitted by likelihood to the per-M profile likelihoods (so weighted by each p_c's uncertainty, with the
+scatter between M profiled), with CIs on its parameters (the exponent b included), likelihood-ratio
+tests of the nested forms (b = 1, b = ½), AIC/AICc and the preferred form with the evidence for it.
+With temper > 1 (an adaptive design's runs: li2.studies.design.TEMPER) every per-M log-likelihood is
+divided by it first, so the intervals, c and the laws all carry the design's calibration.
+
+Kept from before (keys alternatives, preferred, r2): across the M's whose transition is inside the
+sampled grid ("bracketed"), least squares on p_c (linear space) for the forms
     c·ln M / M              (SPEC §5; reference c = 2.7482)
     a·M^(−b)·ln M           (free exponent: the d_k / log-factor question)
     c'/√M

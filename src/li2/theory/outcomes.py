@@ -267,7 +267,10 @@ def annotate_outcomes(summary: dict, metrics: pd.DataFrame, config, order: int |
 #              gained < TEST_RISE, test loss fell by < TEST_LOSS_DROP (relative) and ‖W‖ changed by
 #              < W_SETTLED (relative): the training set is fit, nothing moves towards generalising and the
 #              weights have settled in size.
-#   stalled    the same flatness without fitting the training set (no feature learning, collapse).
+#   stalled    the same flatness without fitting the training set (no feature learning), or collapsed: final
+#              ‖W‖ < COLLAPSED·‖W₀‖ with the training set not fit — W ≈ 0 is absorbing when σ′(0) = 0 (x², ReLU),
+#              and there the relative changes of ‖W‖ are noise. (Z127, K = 1016, Adam lr 2e-3: at p ≥ 1.3·p_ref
+#              ‖W‖ fell from 18 to ≈ 0 within 100 steps and stayed there for 4000.)
 #   undecided  anything else: the budget ran out while the run was still changing.
 # Why these signals (measured on Z41, K = 256, Adam lr 2e-3, η 5e-4, 6000 steps): runs at 0.95·p_ref that
 # grokked at steps 4000–5700 had, at step 2000, test loss falling (1.32 → 1.26 over steps 1500–2000) and
@@ -282,7 +285,7 @@ TEST_LOSS_DROP = 0.01
 W_SETTLED = 0.05
 
 
-def _window_change(m: pd.DataFrame, column: str) -> float | None:
+def _window_change(m: pd.DataFrame, column: str) -> tuple[float, float] | None:
     """value at the last row − value at the last row at or before (1 − SETTLE_WINDOW)·last step."""
     if column not in m or not m[column].notna().any():
         return None
@@ -306,6 +309,10 @@ def budget_outcome(m: pd.DataFrame, status: str = "", threshold: float = 0.95) -
         return "grokked", ev
     if str(status).startswith("diverged"):
         return "diverged", ev
+    w = m["w_norm"].dropna() if "w_norm" in m else pd.Series(dtype=float)
+    if len(w) >= 2 and w.iloc[-1] < COLLAPSED * w.iloc[0] and not (_finite(final_train) and final_train >= FIT):
+        ev["final_w_norm_ratio"] = float(w.iloc[-1] / w.iloc[0])
+        return "stalled", ev
     acc = _window_change(m, "test_acc")
     loss = _window_change(m, "test_loss")
     norm = _window_change(m, "w_norm")
