@@ -325,36 +325,47 @@ def run_search(spec: SearchSpec | dict | str | Path, out_dir: str | Path, execut
         _prepare(spec, out)
         clean_leftovers(out)
         chains = [Chain(m, spec, out) for m in spec.orders]
-        busy: set[int] = set()
-        t0 = time.perf_counter()
-        while True:
-            for c in chains:
-                if c.order in busy or c.done:
-                    continue
-                todo = c.advance(threshold)
-                for p in todo:
-                    pool.submit((c.order, p.index), bring_to_budget, p.config.model_dump(mode="json"),
-                                str(c.folder(p)), p.target)
-                if todo:
-                    busy.add(c.order)
-                else:
-                    s = c.summary()
-                    say(f"M = {c.order}: {s['state']} after {s['n']} runs")
-            write_parquet(out / "results.parquet", results_table(chains))
-            if not len(pool):
-                break
-            (order, index), result = pool.wait()
-            chain = next(c for c in chains if c.order == order)
-            probe = chain.probes[index]
-            if "error" in result:
-                probe.error = result["error"]
-            if not any(k[0] == order for k in pool.keys()):
-                busy.discard(order)
-            say(f"M = {order}: run {index} (p = {probe.ratio:g}) at {probe.target} steps "
-                f"{'failed' if probe.error else 'done'} ({time.perf_counter() - t0:.0f} s)")
+        _drive(chains, pool, threshold, out, say)
         table = results_table(chains)
         write_parquet(out / "results.parquet", table)
         return table
+
+
+def _drive(chains: list[Chain], pool: TaskPool, threshold: float, out: Path, say: Callable[[str], None]) -> None:
+    """Advance every chain, keep at most pool.workers tasks in flight — the largest M first, as its runs are
+    the longest and its chain the critical path — and record each finished task, until every chain is done.
+    Scheduling changes no result: each chain depends on its own runs only."""
+    ready: list[tuple[Chain, Probe]] = []
+    busy: set[int] = set()
+    t0 = time.perf_counter()
+    while True:
+        for c in chains:
+            if c.order in busy or c.done:
+                continue
+            todo = c.advance(threshold)
+            ready.extend((c, p) for p in todo)
+            if todo:
+                busy.add(c.order)
+            else:
+                s = c.summary()
+                say(f"M = {c.order}: {s['state']} after {s['n']} runs")
+        ready.sort(key=lambda cp: (-cp[0].order, cp[1].index))
+        while ready and len(pool) < pool.workers:
+            c, p = ready.pop(0)
+            pool.submit((c.order, p.index), bring_to_budget, p.config.model_dump(mode="json"), str(c.folder(p)),
+                        p.target)
+        write_parquet(out / "results.parquet", results_table(chains))
+        if not len(pool):
+            return
+        (order, index), result = pool.wait()
+        chain = next(c for c in chains if c.order == order)
+        probe = chain.probes[index]
+        if "error" in result:
+            probe.error = result["error"]
+        if not any(k[0] == order for k in pool.keys()) and not any(c.order == order for c, _ in ready):
+            busy.discard(order)
+        say(f"M = {order}: run {index} (p = {probe.ratio:g}) at {probe.target} steps "
+            f"{'failed' if probe.error else 'done'} ({time.perf_counter() - t0:.0f} s)")
 
 
 def load_search(out_dir: str | Path) -> tuple[SearchSpec, pd.DataFrame]:
