@@ -253,3 +253,58 @@ def test_cli_phase_search_runs_and_writes_the_analysis(tmp_path, run_cli):
     assert set(res) >= {"phase", "budget", "budget_check", "grok_time", "runs"}
     assert res["budget"] == 300 and (tmp_path / "out" / "phase.png").exists()
     assert json.loads((tmp_path / "out" / "analysis.json").read_text()) == res
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_full_phase_recipe_runs_on_local_ray_with_its_width_check(tmp_path, monkeypatch):
+    """The full size's code path (Ray, the M = 71 width check), at a tiny stand-in for its settings."""
+    pytest.importorskip("ray")
+    from li2.recipes import phase, reproduce
+    tiny = {"orders": (17, 19, 23), "kappa": 8, "steps": 150, "cap": 300, "max_runs": 4,
+            "base": {"lr": 0.02, "weight_decay": 1e-3, "stop_margin": 20, "checkpoint_every": 0}}
+    monkeypatch.setitem(phase.SIZES, "full", tiny)
+    monkeypatch.setattr(phase, "WIDTH_CHECK", {"order": 19, "kappas": (12,)})
+    lines = []
+    f = reproduce("phase", tmp_path / "full", size="full", workers=2, progress=lines.append)
+    assert any("core-hours" in line and "ray" in line for line in lines)
+    check = f["measured"]["width_check"]
+    assert check["order"] == 19 and set(check["others"]) == {"12"}
+    assert (tmp_path / "full" / "width-kappa12" / "results.parquet").exists()
+    assert f["verdict"] in ("supports", "contradicts", "inconclusive")
+
+
+def test_phase_verdict_rule():
+    """The phase recipe's rule (li2.recipes.phase.RULE) on hand-made analyses; replaces the R²-based rule's test."""
+    from li2.recipes.phase import verdict as verdict_rule
+
+    def analysis(c_ci, mine="not excluded", rival="excluded", p=0.5, bracketed=(23, 31, 41, 53, 71), all_in=True,
+                 stable=True, star=None):
+        forms = {"c*ln(M)/M": {"status": mine, "delta": 0.0 if mine == "not excluded" else 12.0},
+                 "c/sqrt(M)": {"status": rival, "delta": 8.0 if rival != "not excluded" else 0.5}}
+        law = {"forms": forms, "lr_tests": {"c*ln(M)/M": {"p_value": p, "rejected": p < 0.05}},
+               "criterion": "aicc", "preferred": "c*ln(M)/M"}
+        return {"phase": {"bracketed_orders": list(bracketed), "bracketed": all_in, "c_ci": c_ci, "law": law,
+                          "c": sum(c_ci) / 2 if c_ci else None, "unbracketed_orders": []},
+                "budget_check": {"stable": stable, "budgets": [2000, 4000],
+                                 "per_order": {"23": {"within_ci": stable}}},
+                "grok_time": {"pc_star_law": star}}
+
+    assert verdict_rule(analysis([2.6, 2.8]))[:2] == ("supports", {"form": "supports", "constant": "supports",
+                                                                   "budget": "supports"})
+    assert verdict_rule(analysis([2.6, 2.8], all_in=False))[0] == "inconclusive"
+    assert verdict_rule(analysis([4.0, 4.5]))[:2] == ("contradicts", {"form": "supports", "constant": "contradicts",
+                                                                      "budget": "supports"})
+    assert verdict_rule(analysis([2.6, 2.8], mine="excluded", p=0.001))[1]["form"] == "contradicts"
+    assert verdict_rule(analysis([2.6, 2.8], mine="disfavoured"))[1]["form"] == "inconclusive"
+    assert verdict_rule(analysis([2.6, 2.8], rival="not excluded"))[1]["form"] == "inconclusive"   # cannot decide
+    assert verdict_rule(analysis([2.6, 2.8], bracketed=(23, 71)))[0] == "inconclusive"
+    assert verdict_rule(analysis(None))[0] == "inconclusive"
+    # budget-bound p_c: the form must also hold for the budget-free p_c* of the grokking-time law
+    agree = {"b": 0.65, "b_ci": [0.55, 0.7], "b_log": 0.88, "b_log_ci": [0.8, 0.94]}
+    unsure = {"b": 0.75, "b_ci": [0.4, 1.1], "b_log": 1.0, "b_log_ci": [0.7, 1.3]}
+    bound = analysis([2.6, 2.8], mine="excluded", p=0.001, stable=False, star=agree)
+    assert verdict_rule(bound)[:2] == ("contradicts", {"form": "contradicts", "constant": "supports",
+                                                       "budget": "inconclusive"})
+    assert verdict_rule(analysis([2.6, 2.8], mine="excluded", p=0.001, stable=False, star=unsure))[1]["form"] \
+        == "inconclusive"
+    assert verdict_rule(analysis([2.6, 2.8], stable=False))[1]["form"] == "inconclusive"     # no p_c* at all

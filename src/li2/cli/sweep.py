@@ -84,7 +84,9 @@ def print_phase(analysis: dict) -> None:
                    f"(reference c = {analysis['reference_c']:g}, R² = {_fmt(analysis.get('reference_r2'))})")
         for name, form in (analysis.get("alternatives") or {}).items():
             typer.echo(f"  {name:<14} R² = {_fmt(form['r2'])}  adjusted R² = {_fmt(form.get('r2_adj'))}")
-        typer.echo(f"preferred form: {analysis.get('preferred')} (adjusted: {analysis.get('preferred_adjusted')})")
+        typer.echo(f"preferred form by R²: {analysis.get('preferred')} (adjusted: {analysis.get('preferred_adjusted')})")
+        for line in (analysis.get("law") or {}).get("evidence", []):
+            typer.echo(f"  law: {line}")
     if analysis.get("note"):
         typer.echo(f"note: {analysis['note']}")
 

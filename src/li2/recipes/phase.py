@@ -22,9 +22,13 @@ at Z127, K = 1016, η = 5e-4 the weights collapsed to ‖W‖ ≈ 0 within 100 s
 (and at lr 1e-3 and 5e-4 too), an absorbing state for σ = x² — no run above p_c could generalise. At
 η = 2e-4 ‖W‖ grew to ≈ 48 and the runs grokked (1100 steps at 1.33·p_ref, 200 at 2·p_ref). η = 5e-5 with the
 paper's Figs 10–16 lr 5e-3 did not collapse either but had not grokked Z41 at 1.33·p_ref in 1500 steps.
-Why κ = 8: the width check (benchmarks/phase_width.py; li2's earlier runs at η = 5e-4 on Z41 moved p_c by
-≈ 10% from κ = 2 to 4 and ≈ 5% per doubling after it) — the full size repeats it at M = 71 (κ = 16).
+Why κ = 8: the width check (benchmarks/phase_width.py: Z41, these settings, cap 4000, 12 runs per κ) found
+p_c = 0.330 [0.300, 0.354] at κ = 4, 0.242 [0.229, 0.253] at κ = 8 and 0.237 [0.226, 0.249] at κ = 16: p_c
+falls by a quarter from κ = 4 to 8 and then stays inside κ = 8's interval (κ = 16 cost 3× as much). The
+full size repeats the check at M = 71 (κ = 16 against κ = 8).
 Base budget 1000 steps (quick) / 2000 (full), continued to 4000 / 16000 while undecided.
+Executors: quick and smoke train on a local process pool (ctx.workers); full on Ray — the cluster at
+$LI2_RAY_ADDRESS, else a local Ray instance of ctx.workers CPUs (one session for both searches).
 
 Verdict rule (fixed before the data of this design were seen; `verdict` implements it):
     needs ≥ 3 bracketed M, else inconclusive.
@@ -33,6 +37,11 @@ Verdict rule (fixed before the data of this design were seen; `verdict` implemen
               ΔAICc > 10); supports if it is "not excluded" (not rejected, ΔAICc ≤ 4) while its one-parameter
               rival c/√M is not (c/√M excluded or disfavoured: the data can tell the two apart); else
               inconclusive (in particular when both fit: the range of M cannot decide).
+              Amended after the first quick run (which found p_c still moving with the budget): when the
+              budget check fails, p_c carries a budget bias that may depend on M, so the form must also hold
+              for the budget-free divergence points p_c* of the grokking-time law (li2.studies.grok_time:
+              contradicts if the CI of b*_log excludes 1; supports if it includes 1 and the CI of b* excludes
+              ½; else inconclusive); where the two disagree the form is inconclusive.
     constant: supports if the 95% CI of c overlaps [2.7482/1.25, 2.7482·1.25] = [2.20, 3.44] (c depends on
               the optimiser, width and budget, which differ from the reference code's calibration),
               contradicts if it lies wholly outside.
@@ -45,10 +54,12 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 
 import pandas as pd
 
 from ..store import jsonable, write_json, write_parquet
+from ..studies.pool import ray_session
 from ..studies.search import SearchSpec, estimate_cost, run_search
 from ..studies.search_analysis import analyse_search
 from ..task import REFERENCE_C, critical_ratio
@@ -69,7 +80,9 @@ MIN_BRACKETED = 3
 RULE = (f"needs >= {MIN_BRACKETED} bracketed M, else inconclusive. form: contradicts if c·ln M/M is excluded by the "
         "law comparison (LR test of b = 1 inside a·M^-b·ln M rejected at 5%, or ΔAICc > 10); supports if it is not "
         "excluded (not rejected, ΔAICc <= 4) while c/sqrt(M) is excluded or disfavoured (ΔAICc > 4 or its LR test "
-        "of b = 1/2 inside a·M^-b rejected); else inconclusive. constant: supports if the 95% CI of c overlaps "
+        "of b = 1/2 inside a·M^-b rejected); else inconclusive; when the budget check fails, the same verdict must "
+        "come from the budget-free p_c* of the grokking-time law (contradicts if the CI of b*_log excludes 1, supports "
+        "if it includes 1 and the CI of b* excludes 1/2), else the form is inconclusive. constant: supports if the 95% CI of c overlaps "
         f"[{C_BAND[0]:.3f}, {C_BAND[1]:.3f}] (2.7482/1.25 .. 2.7482·1.25), contradicts if it lies outside. budget: "
         "supports if doubling the budget (cap/2 -> cap) moved no p_c(M) outside its interval, else inconclusive. "
         "overall: contradicts if form or constant contradicts; supports if every M is bracketed and all three "
@@ -161,11 +174,19 @@ def verdict(analysis: dict) -> tuple[str, dict, list[str]]:
     reasons = [f"form: c·ln M/M is {mine['status']} (LR test of b = 1: p = {p_txt}; Δ{law['criterion'].upper()} = "
                f"{mine['delta']:.2f}), c/√M is {rival['status']} (Δ = {rival['delta']:.2f}); preferred "
                f"{law['preferred']} → {form}"]
+    check = analysis["budget_check"]
+    if not check["stable"]:
+        star = (analysis.get("grok_time") or {}).get("pc_star_law")
+        free = _budget_free_form(star)
+        if free != form:
+            reasons.append(f"form: p_c is budget-bound and the budget-free p_c* says {free} → inconclusive")
+            form = "inconclusive"
+        else:
+            reasons.append(f"form: the budget-free p_c* agrees ({_star_text(star)})")
     lo, hi = phase["c_ci"]
     constant = "supports" if hi >= C_BAND[0] and lo <= C_BAND[1] else "contradicts"
     reasons.append(f"constant: c = {phase['c']:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] vs band "
                    f"[{C_BAND[0]:.3f}, {C_BAND[1]:.3f}] → {constant}")
-    check = analysis["budget_check"]
     budget = "supports" if check["stable"] else "inconclusive"
     moved = [o for o, v in check["per_order"].items() if v.get("within_ci") is not True]
     reasons.append(f"budget: doubling {check['budgets'][0]} → {check['budgets'][1]} steps moved "
@@ -181,6 +202,23 @@ def verdict(analysis: dict) -> tuple[str, dict, list[str]]:
         if not phase.get("bracketed"):
             reasons.append(f"not every M bracketed: {phase.get('unbracketed_orders')}")
     return overall, parts, reasons
+
+
+def _budget_free_form(star: dict | None) -> str:
+    """The form verdict from the budget-free p_c*(M) exponents (RULE), "inconclusive" without them."""
+    if not star:
+        return "inconclusive"
+    lo, hi = star["b_log_ci"]
+    if not lo <= 1.0 <= hi:
+        return "contradicts"
+    return "supports" if not star["b_ci"][0] <= 0.5 <= star["b_ci"][1] else "inconclusive"
+
+
+def _star_text(star: dict | None) -> str:
+    if not star:
+        return "no budget-free p_c*"
+    return (f"b*_log = {star['b_log']:.3f} [{star['b_log_ci'][0]:.3f}, {star['b_log_ci'][1]:.3f}], "
+            f"b* = {star['b']:.3f} [{star['b_ci'][0]:.3f}, {star['b_ci'][1]:.3f}]")
 
 
 # -- outputs ------------------------------------------------------------------------------------------
@@ -240,6 +278,7 @@ def measured(analysis: dict) -> dict:
         "laws": forms, "exponent_ci": law.get("exponent"), "lr_tests": law.get("lr_tests"),
         "preferred": law.get("preferred"), "preferred_criterion": law.get("criterion"),
         "evidence": law.get("evidence"),
+        "pc_star_law": gt.get("pc_star_law"),
         "grok_time": {"best": gt.get("best"), "joint": joint,
                       "critical_free": {"params": free["params"], "held_out": free["held_out"]} if free else None,
                       "null_held_out": (gt.get("null") or {}).get("held_out"), "n_grokked": gt.get("n_grokked"),
@@ -252,12 +291,13 @@ def headline(m: dict) -> str:
     if m.get("c") is None:
         return f"p_c bracketed for {len(m.get('bracketed_orders') or [])} orders; no fit of c"
     lo, hi = m["c_ci"]
-    crit = m["grok_time"]["joint"].get("critical") or {}
-    nu = crit.get("params", {}).get("nu")
-    err = (crit.get("held_out") or {}).get("median_factor")
-    time_txt = f"; T ∝ (p/p_c − 1)^−{nu:.2f} (held-out median error ×{err:.2f})" if nu is not None and err else ""
-    return (f"c = {m['c']:.2f} [{lo:.2f}, {hi:.2f}] at {m['budget_steps']} steps; preferred law {m['preferred']}"
-            + time_txt)
+    b = (m.get("exponent_ci") or {}).get("a*M^-b")
+    law = f"preferred law {m['preferred']}" + (f" (b = {b['b']:.2f} [{b['ci'][0]:.2f}, {b['ci'][1]:.2f}])" if b else "")
+    free = m["grok_time"].get("critical_free") or {}
+    nu = free.get("params", {}).get("nu")
+    err = (free.get("held_out") or {}).get("median_factor")
+    time_txt = (f"; T ∝ (p/p_c* − 1)^−{nu:.2f} (held-out median error ×{err:.2f})" if nu is not None and err else "")
+    return f"c = {m['c']:.2f} [{lo:.2f}, {hi:.2f}] at {m['budget_steps']} steps; {law}{time_txt}"
 
 
 def _width_check(ctx: RecipeContext, name: str, analysis: dict) -> dict | None:
@@ -297,9 +337,11 @@ def run(ctx: RecipeContext) -> Findings:
             if done[0] % 10 == 0:
                 ctx.log(f"  phase: {done[0]} trainings done")
 
-    table = run_search(spec, ctx.out / "search", executor, ctx.workers, os.environ.get("LI2_RAY_ADDRESS"), tick)
-    analysis = jsonable(analyse_search(table, spec))
-    analysis["width_check"] = _width_check(ctx, name, analysis)
+    address = os.environ.get("LI2_RAY_ADDRESS")
+    with ray_session(ctx.workers, address) if executor == "ray" else nullcontext():
+        table = run_search(spec, ctx.out / "search", executor, ctx.workers, address, tick)
+        analysis = jsonable(analyse_search(table, spec))
+        analysis["width_check"] = _width_check(ctx, name, analysis)
     write_json(ctx.out / "analysis.json", analysis)
     write_parquet(ctx.out / "pc.parquet", pc_table(analysis))
     write_parquet(ctx.out / "laws.parquet", laws_table(analysis))

@@ -11,6 +11,10 @@ fitted by least squares in ln T:
 Runs at x ≤ 1 (grokked just below the estimated p_c) cannot enter the critical and log forms: every
 form is fitted to the runs at x > 1 (so their held-out errors compare) and the others are counted; runs above p_c that did not grok within the budget are censored (T > budget) and left out,
 which biases T near p_c low — both counts are reported.
+The divergence points p_c*(M) of "critical_free" are a budget-free threshold (a budget-bound p_c sits
+above them by the ratio where T reaches the budget); `pc_star_law` fits their exponent across M —
+b* of p_c* ∝ M^−b* and b*_log of p_c* ∝ ln M·M^−b*_log (the theory's form has b*_log = 1) — by least
+squares, with 95% percentile intervals from N_BOOT refits on runs resampled within each M.
 Held-out prediction: every grokked run is predicted by the fit without it (leave-one-out over runs:
 each run has its own seed and ratio, so a held-out run is a seed and a ratio the fit never saw). The
 error is e = ln T_predicted − ln T_observed; reported as RMS(e), median |e| and the median factor
@@ -26,6 +30,7 @@ import pandas as pd
 from ..theory.scaling import GROK_TIME_FORMS, grok_time_regressor
 
 MIN_RUNS_PER_M = 3
+N_BOOT = 100
 
 
 def _design(form: str, x: np.ndarray, m: np.ndarray, joint: bool) -> np.ndarray:
@@ -71,7 +76,7 @@ def _fit_linear(form: str, df: pd.DataFrame, joint: bool) -> dict | None:
             "rms_log_in_sample": float(np.sqrt(np.mean(resid ** 2))), "held_out": _errors(_loo(X, y))}
 
 
-def _critical_free(df: pd.DataFrame) -> dict | None:
+def _critical_free(df: pd.DataFrame, data_only: bool = False):
     """Joint critical form with p_c* free per M (module doc); held-out errors by refitting without each run."""
     from scipy.optimize import least_squares
     orders = sorted(df["order"].unique())
@@ -90,6 +95,9 @@ def _critical_free(df: pd.DataFrame) -> dict | None:
 
     def fit(sel, t0):
         return least_squares(resid, t0, args=(sel,), method="trf").x
+
+    if data_only:
+        return fit, unpack, idx, orders
 
     t0 = np.concatenate([[math.log(300.0), 0.0, 1.0], np.full(len(orders), 2.0)])
     every = np.ones(len(df), bool)
@@ -110,6 +118,38 @@ def _critical_free(df: pd.DataFrame) -> dict | None:
                        "pc_star": {str(int(o)): float(v) for o, v in zip(orders, pcs)}},
             "n": int(len(df)), "rms_log_in_sample": float(np.sqrt(np.mean(resid(best, every) ** 2))),
             "held_out": {**_errors(np.array(held)), "predicted_never": int(np.isinf(held).sum())}}
+
+
+def _slopes(orders: np.ndarray, pcs: np.ndarray) -> tuple[float, float]:
+    """(b*, b*_log): minus the least-squares slopes of ln p_c* and ln(p_c*/ln M) against ln M."""
+    x = np.log(orders)
+    return -float(np.polyfit(x, np.log(pcs), 1)[0]), -float(np.polyfit(x, np.log(pcs / np.log(orders)), 1)[0])
+
+
+def pc_star_law(df: pd.DataFrame, best: dict, seed: int = 0) -> dict | None:
+    """The exponent of the budget-free p_c*(M) (module doc); df: the grokked runs above p_c (as fitted)."""
+    if best is None or len(best["params"]["pc_star"]) < 3:
+        return None
+    fit, unpack, idx, orders = _critical_free(df, data_only=True)
+    m = np.array(orders, float)
+    start = np.concatenate([[math.log(best["params"]["A"]), best["params"]["alpha"], best["params"]["nu"]],
+                            np.full(len(orders), 2.0)])
+    b, b_log = _slopes(m, np.array([best["params"]["pc_star"][str(int(o))] for o in orders]))
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(idx == i) for i in range(len(orders))]
+    boots = []
+    for _ in range(N_BOOT):
+        pick = np.concatenate([rng.choice(g, g.size) for g in groups])
+        sel = np.zeros(len(df), int)
+        np.add.at(sel, pick, 1)       # a run drawn twice counts twice: repeat its residual
+        rep = np.repeat(np.arange(len(df)), sel)
+        boots.append(_slopes(m, unpack(fit(rep, start))[3]))
+    boots = np.array(boots)
+    ci = lambda col: [float(np.percentile(boots[:, col], 2.5)), float(np.percentile(boots[:, col], 97.5))]  # noqa: E731
+    lo, hi = ci(1)
+    return {"b": b, "b_ci": ci(0), "b_log": b_log, "b_log_ci": [lo, hi], "b_log_excludes_1": not lo <= 1.0 <= hi,
+            "c_star": {str(int(o)): best["params"]["pc_star"][str(int(o))] * o / math.log(o) for o in orders},
+            "n_boot": N_BOOT}
 
 
 def _null(df: pd.DataFrame) -> dict:
@@ -142,6 +182,7 @@ def grok_time_law(runs: pd.DataFrame, pc: dict[int, float]) -> dict:
             out["per_order"][str(int(o))] = {f: _fit_linear(f, g, joint=False) for f in GROK_TIME_FORMS}
     out["joint"] = {f: _fit_linear(f, grokked, joint=True) for f in GROK_TIME_FORMS}
     out["critical_free"] = _critical_free(grokked)
+    out["pc_star_law"] = pc_star_law(grokked, out["critical_free"])
     scored = {f: r["held_out"]["rms_log"] for f, r in out["joint"].items() if r and r["held_out"]["rms_log"] is not None}
     if out["critical_free"] and out["critical_free"]["held_out"]["rms_log"] is not None:
         scored["critical_free"] = out["critical_free"]["held_out"]["rms_log"]

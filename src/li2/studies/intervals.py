@@ -18,7 +18,10 @@ interval is {θ : 2(ℓ̂ − ℓ_p(θ)) ≤ χ²₁(0.95) = 3.84}. Properties t
   * smooth transitions: the usual profile-likelihood interval of a logistic midpoint, whose
     coverage is close to nominal for the tens of runs per M of a phase sweep (checked in
     tests/test_phase_coverage.py).
-It needs no prior and no resampling (deterministic; ~20 ms per M).
+It needs no prior and no resampling (deterministic; ~20 ms per M). For an adaptive design (the p_c
+search) the log-likelihood is divided by a calibrated `temper` first (li2.studies.design.TEMPER): such
+designs cluster their runs where the data happened to look separated, and the plain interval
+undercovers there.
 
 Across group orders: a random-effects likelihood for the constant (`fit_constant`).
     ln p_c(M) = ln c + ln g(M) + u_M,   u_M ~ N(0, τ²)   (g(M) = ln M / M for the theory's law)
@@ -30,7 +33,9 @@ exact calibration of the profile-likelihood interval for a normal mean with unkn
 reproduces the Student-t interval), which is what the τ-profile becomes when the scatter between M
 dominates; when the per-M likelihoods dominate it is more conservative than χ²₁ (q = 5.4 instead of
 3.84 at k = 5). Weighting is automatic: a sharp per-M likelihood pulls harder than a flat one, and an
-M whose p_c is only known to lie in a wide gap constrains c only to that gap. Identical relative
+M whose p_c is only known to lie in a wide gap constrains c only to that gap. Each M's smoothed
+likelihoods (one per τ) are computed once on a padded θ grid (`smooth_profile`), so fitting many shapes
+to the same profiles (li2.studies.laws) only interpolates. Identical relative
 grids (the same multiples of a reference p_c at every M) make every M's gap the same in c, so the
 joint interval keeps that whole gap instead of averaging it away.
 """

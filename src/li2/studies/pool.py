@@ -17,11 +17,29 @@ import os
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Hashable
+from contextlib import contextmanager
+from typing import Any, Callable, Hashable, Iterator
 
 from .sweep import SweepError, _import_ray, worker_init
 
 EXECUTORS = ("local", "ray")
+
+
+@contextmanager
+def ray_session(workers: int, address: str | None = None) -> Iterator[None]:
+    """Ray started once for several TaskPools (they leave a running Ray alone), shut down at the end."""
+    ray = _import_ray()
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 class TaskPool:

@@ -123,7 +123,8 @@ class SearchSpec(BaseModel):
 
     @property
     def steps(self) -> int:
-        return TrainConfig(**{k: v for k, v in self.base.items()}).steps if self.base else TrainConfig().steps
+        """The base step budget (base.steps, or TrainConfig's default)."""
+        return int(self.base.get("steps", TrainConfig.model_fields["steps"].default))
 
     @property
     def cap(self) -> int:
@@ -381,8 +382,8 @@ def load_search(out_dir: str | Path) -> tuple[SearchSpec, pd.DataFrame]:
 # Seconds per training step on one core, a + b·n·K·M (n training samples, K width, M classes): fixed
 # overhead plus the three GEMMs of the step; measured with `measure_step_cost` on the 2-core development
 # machine (shared, so a little pessimistic). Evaluations (test subset) are folded in.
-STEP_FIXED_S = 1e-3
-STEP_WORK_S = 2.0e-11
+STEP_FIXED_S = 7e-4
+STEP_WORK_S = 1.3e-10
 CONTINUED_SHARE = 1 / 3      # "typical": a third of the runs continued to the cap (the quick study's share)
 
 
