@@ -44,11 +44,16 @@ def test_gather_forward_equals_one_hot_product(operands):
         torch.testing.assert_close(H[b], X @ params["W"][b], rtol=1e-12, atol=1e-12)
 
 
+PATHS = {"numpy": dict(blas="numpy"), "torch": dict(blas="torch"), "ops": dict(fused=False)}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("activation", ["sqr", "relu", "silu", "relusqr", "gelu"])
 @pytest.mark.parametrize("loss", ["mse", "ce"])
-def test_hand_gradients_equal_autograd_on_one_hot(activation, loss):
+def test_hand_gradients_equal_autograd_on_one_hot(activation, loss, path):
+    """Every path: fused CPU kernels with either BLAS, and the torch-ops path (CUDA, no numba)."""
     task, idx, batch, params = stacked_setup(loss=loss)
-    net = TwoLayerNet(activation, loss)
+    net = TwoLayerNet(activation, loss, **PATHS[path])
     ev, grads, _ = net.loss_and_grads(params, batch)
     leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
     ref = reference_loss(leaves, task, idx, activation, loss)

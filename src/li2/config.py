@@ -110,6 +110,10 @@ class TrainConfig(BaseModel):
                                                "--stop-margin steps")
     stop_margin: int = Field(100, ge=0, description="steps test accuracy must hold before an early stop")
     grok_threshold: float = Field(0.95, gt=0, le=1, description="test accuracy that counts as generalised")
+    test_subset: int = Field(4096, ge=0, description="evaluate test accuracy during training on a fixed random "
+                                                     "subset of at most this many test samples per model, chosen by "
+                                                     "its seed (0 = whole test set); a model's last row (end of "
+                                                     "budget or early stop) always uses the whole test set")
     checkpoint_every: int = Field(500, ge=0, description="periodic checkpoint interval (0 = final only)")
     diagnostics: Literal["off", "basic", "full"] = Field("basic", description="theory diagnostics at each "
                                                                             "evaluation (full adds FFᵀ's distance "
@@ -123,6 +127,9 @@ class TrainConfig(BaseModel):
     execution: Literal["auto", "stack", "sequential"] = Field(
         "auto", description="stack (one model axis: pays on a GPU) or sequential (CPU default); auto picks")
     threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads (default: torch's)")
+    blas: Literal["auto", "numpy", "torch"] = Field("auto", description="GEMM library of the CPU step: numpy "
+                                                                       "(OpenBLAS) or torch (MKL); auto times both "
+                                                                       "once and keeps the faster (CUDA: torch)")
     dtype: Literal["float32", "float64"] = Field("float32", description="floating-point precision")
     deterministic: bool = Field(False, description="CUDA: torch deterministic algorithms (index_add_ / "
                                                    "scatter_add_ without atomics; steps are slower, see the "

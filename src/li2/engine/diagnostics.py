@@ -57,6 +57,15 @@ GRAM_SAMPLE_NODES = 256
 MAX_GRAM_WIDTH = 4096      # the exact K×K Gram (ridge distance, exact off-diagonal ratio) up to this width
 
 
+def gram(F: torch.Tensor) -> torch.Tensor:
+    """FᵀF per model: F (B, c, K) → (B, K, K). On the CPU through numpy, whose BLAS call for AᵀA is a
+    symmetric rank-k update (half the work of a general product: 12.5 vs 21 ms for torch at c = 1008,
+    K = 1024 on one core)."""
+    if F.device.type != "cpu":
+        return F.transpose(1, 2) @ F
+    return torch.from_numpy(np.stack([f.T @ f for f in F.detach().numpy()]))
+
+
 class Diagnostics:
     """A trainer hook: EvalContext → {column: (B,) tensor}.
 
@@ -102,7 +111,7 @@ class Diagnostics:
             Fs = F[..., idx]
         counts = torch.nn.functional.one_hot(chunk.labels, self.order).sum(1).to(F.dtype)   # (B, M)
         part = {"YF": self._scatter(chunk.labels, F), "sF": F.sum(1), "counts": counts,
-                "n": torch.tensor(float(F.shape[1])), "sFs": Fs.sum(1), "gram": Fs.transpose(1, 2) @ Fs}
+                "n": torch.tensor(float(F.shape[1])), "sFs": Fs.sum(1), "gram": gram(Fs)}
         if D is not None:
             part["YG"] = self._scatter(chunk.labels, D) * scale
             part["sG"] = D.sum(1) * scale

@@ -9,8 +9,10 @@ Shapes (B models, n samples, k operands, group order M, width K):
     mse: loss = (1/n) Σ_i ‖P⊥1 o_i − ỹ_i‖²,   ce: loss = (1/n) Σ_i −log softmax(o_i)[c_i]
 
 The two-layer path computes gradients by hand so that each (n, K) tensor is touched as few
-times as possible; the optional residual layers (x ← σ(x + x U_l)) go through autograd.
-Both are checked against autograd on the one-hot formulation in tests.
+times as possible: on the CPU through fused numba kernels and the faster BLAS in parallel lanes
+(engine/fused.py), on CUDA (or without numba) through torch ops on cache-sized blocks.  The optional
+residual layers (x ← σ(x + x U_l)) go through autograd.  Every path is checked against autograd on
+the one-hot formulation in tests.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..activations import get_activation
+from .fused import FusedStep, Plan, make_plan
+from .kernels import available as fused_kernels_available
 
 
 @dataclass
@@ -41,6 +45,20 @@ class Batch:
     @property
     def size(self) -> int:
         return int(self.labels.shape[1])
+
+    def span(self, start: int, stop: int) -> "Chunk":
+        """Samples start…stop−1 of every model as one block."""
+        b, n = self.labels.shape
+        r = self.rows.view(b, n, -1)[:, start:stop].reshape(-1, self.rows.shape[-1])
+        return Chunk(r, r.t().contiguous(), self.labels[:, start:stop],
+                     None if self.targets is None else self.targets[:, start:stop])
+
+    def plan(self, rows_per_model: int, lanes: int) -> Plan:
+        """The batch prepared for the fused CPU kernels (cached)."""
+        key = ("plan", rows_per_model, lanes)
+        if key not in self._chunks:
+            self._chunks[key] = make_plan(self.rows, self.labels, rows_per_model, lanes)
+        return self._chunks[key]
 
     def chunks(self, size: int) -> list["Chunk"]:
         """The batch cut into consecutive blocks of `size` samples per model (cached)."""
@@ -137,14 +155,27 @@ class TwoLayerNet:
     """Stateless maths of the network; parameters live in a dict of stacked tensors.
 
     params: {"W": (B, kM, K), "V": (B, K, M), "U": (B, L, K, K) when layers > 0}.
+    blas: GEMM library of the fused CPU path ("auto" measures, see engine/blas.py); threads: its lane
+    workers (default: torch's thread count now); fused=False forces the torch-ops path everywhere.
     """
 
-    def __init__(self, activation: str, loss: str, layers: int = 0, block: int | None = None):
+    def __init__(self, activation: str, loss: str, layers: int = 0, block: int | None = None,
+                 blas: str = "auto", threads: int | None = None, fused: bool = True):
         self.activation = activation
         self.sigma, self.dsigma = get_activation(activation)
         self.loss = loss
         self.layers = layers
-        self.block = block      # samples per block; None = chunk_size(K, B)
+        self.block = block      # samples per block of the torch path; None = chunk_size(K, B)
+        self.fused = (FusedStep(activation, loss, blas, threads)
+                      if fused and layers == 0 and fused_kernels_available() else None)
+
+    def uses_fused(self, device: torch.device) -> bool:
+        """Whether steps on `device` run through the fused CPU kernels."""
+        return self.fused is not None and device.type == "cpu"
+
+    def _fused_on(self, params) -> bool:
+        W = params["W"]
+        return self.uses_fused(W.device) and W.dtype in (torch.float32, torch.float64)
 
     def _block(self, params) -> int:
         return self.block or chunk_size(params["W"].shape[-1], params["W"].shape[0])
@@ -158,6 +189,10 @@ class TwoLayerNet:
         return F
 
     def evaluate(self, params: dict[str, torch.Tensor], batch: Batch) -> Evaluation:
+        if self._fused_on(params):
+            W = params["W"]
+            loss, correct = self.fused.evaluate(W, params["V"], batch.plan(W.shape[1], self.fused.lanes))
+            return Evaluation((loss / batch.size).to(W.dtype), correct.double() / batch.size)
         with torch.no_grad():
             total, correct = 0, 0
             for chunk in batch.chunks(self._block(params)):
@@ -181,6 +216,8 @@ class TwoLayerNet:
         """
         if self.layers > 0:
             return self._autograd_step(params, batch, need_F)
+        if self._fused_on(params):
+            return self._fused_step(params, batch, need_F, need_acc, on_block)
         W, V = params["W"], params["V"]
         b, km, k_width = W.shape
         n = batch.size
@@ -212,6 +249,29 @@ class TwoLayerNet:
         grads = {"W": dW.view(b, km, k_width), "V": dV}
         features = Features(torch.cat(feats, dim=1), torch.cat(grad_feats, dim=1)) if need_F else None
         return Evaluation(total / n, correct.double() / n if need_acc else None), grads, features
+
+    def _fused_step(self, params, batch, need_F, need_acc, on_block):
+        """loss_and_grads through the fused CPU kernels; hooks see the lanes' blocks in row order."""
+        W, V = params["W"], params["V"]
+        n = batch.size
+        keep = need_F or on_block is not None
+        loss, correct, dW, dV, kept = self.fused.loss_and_grads(W, V, batch.plan(W.shape[1], self.fused.lanes), keep)
+        features = None
+        if keep:
+            # G_F = −∂L_sum/∂F = scale·D with D = dO·Vᵀ = ∂L_mean/∂F; L_sum = (n/2)·L_mean (mse), n·L_mean (ce)
+            scale = -(n / 2.0 if self.loss == "mse" else float(n))
+            stack = lambda arrays: (torch.from_numpy(arrays[0])[None] if len(arrays) == 1
+                                    else torch.stack([torch.from_numpy(a) for a in arrays]))
+            stacked = [(start, stop, stack([k[j][2] for k in kept]), stack([k[j][3] for k in kept]))
+                       for j, (start, stop, _, _) in enumerate(kept[0])]
+            if on_block is not None:
+                for start, stop, F, D in stacked:
+                    on_block(batch.span(start, stop), F, D, scale)
+            if need_F:
+                features = Features(torch.cat([blk[2] for blk in stacked], 1),
+                                    torch.cat([blk[3] for blk in stacked], 1) * scale)
+        acc = correct.double() / n if need_acc else None
+        return Evaluation((loss / n).to(W.dtype), acc), {"W": dW, "V": dV}, features
 
     def _autograd_step(self, params, batch, need_F):
         leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}

@@ -15,6 +15,9 @@ import math
 
 import torch
 
+from .kernels import adam_update
+from .kernels import available as fused_kernels_available
+
 # SPEC §6: the reference's five Newton–Schulz (a, b, c) steps.
 NS_COEFFS = ((4.01, -9.22, 5.80), (3.49, -6.38, 3.23), (3.34, -6.21, 3.20), (3.64, -7.48, 4.43),
              (3.46, -5.35, 2.85))
@@ -34,6 +37,16 @@ def newton_schulz5(G: torch.Tensor) -> torch.Tensor:
         A = X @ X.transpose(-2, -1)
         X = a * X + (b * A + c * (A @ A)) @ X
     return X.transpose(-2, -1) if transposed else X
+
+
+def _fusable(*tensors: torch.Tensor) -> bool:
+    """Whether the fused CPU kernel can update these tensors in place."""
+    same = lambda t: t.dtype == tensors[0].dtype and t.dtype in (torch.float32, torch.float64)
+    return FUSED_ADAM and fused_kernels_available() and all(t.device.type == "cpu" and t.is_contiguous() and same(t)
+                                                            for t in tensors)
+
+
+FUSED_ADAM = True   # tests switch it off to compare the kernel with the torch ops
 
 
 def _per_model(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -92,12 +105,18 @@ class Optimizer:
 
     def _adam(self, key, p, g, decoupled: bool):
         beta1, beta2 = self.betas
+        m, v = self.state[f"{key}.exp_avg"], self.state[f"{key}.exp_avg_sq"]
+        if _fusable(p, g, m, v):   # one pass per model instead of ~10 torch ops (tests compare both)
+            lr, wd = self.lr.tolist(), self.weight_decay.tolist()
+            for b in range(p.shape[0]):
+                adam_update(p[b].view(-1).numpy(), g[b].reshape(-1).numpy(), m[b].view(-1).numpy(),
+                            v[b].view(-1).numpy(), lr[b], wd[b], beta1, beta2, self.eps, self.step_count, decoupled)
+            return
         wd, lr = _per_model(self.weight_decay, p), _per_model(self.lr, p)
         if decoupled:
             p.mul_(1 - lr * wd)
         else:
             g = g + wd * p
-        m, v = self.state[f"{key}.exp_avg"], self.state[f"{key}.exp_avg_sq"]
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         t = self.step_count

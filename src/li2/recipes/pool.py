@@ -4,7 +4,8 @@ A spawned worker pays for importing torch and li2 once (seconds on a busy 2-core
 grid would pay it for every grid of every recipe. The registry makes one RunPool per reproduce call,
 hands it to every recipe through RecipeContext, and closes it at the end.
 
-Each task trains one run folder (resuming it when it was started) with ONE torch thread, so results
+Each task trains one run folder (resuming it when it was started) with the threads `worker_threads` gives
+(the fused step's lanes make results independent of it), so results
 equal a single-threaded run of the same config, whichever worker ran it.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..studies.sweep import execute_run, worker_init
+from ..studies.sweep import execute_run, worker_init, worker_threads
 
 
 def train_one(config_json: dict, run_dir: str) -> dict:
@@ -35,7 +36,8 @@ class RunPool:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers,
                                              mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=worker_init, initargs=(os.getpid(),))
+                                             initializer=worker_init,
+                                             initargs=(os.getpid(), worker_threads(self.workers)))
         return self._pool
 
     def train(self, todo: list[tuple[dict, Path]], done: Callable[[int], None] | None = None,

@@ -30,6 +30,7 @@ import torch
 from pydantic import ValidationError
 
 from ..config import TrainConfig
+from ..engine.blas import resolved_blas
 from ..store import StoreError, is_leftover, load_checkpoint, read_json, read_parquet, read_yaml
 from ..task import Task, train_size
 from ..theory.outcomes import annotate_outcomes
@@ -59,7 +60,8 @@ def resolved_config(config: TrainConfig, task: Task, ratio: float, device: torch
         "resolved": {"group": task.group.name, "order": task.order, "is_group": task.group.is_group,
                      "train_ratio": ratio, "num_samples": task.num_samples,
                      "train_size": train_size(task.num_samples, ratio), "device": str(device),
-                     "eval_steps": "auto" if config.eval_every is None else config.eval_every},
+                     "eval_steps": "auto" if config.eval_every is None else config.eval_every,
+                     "blas": resolved_blas(config.blas, device) if config.layers == 0 else "torch"},
         "versions": {"li2": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
     }
 

@@ -44,8 +44,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares, minimize
-from scipy.special import expit
 
 from ..store import jsonable, read_parquet, write_json
 from ..task import REFERENCE_C
@@ -78,6 +76,8 @@ def _fit_midpoint(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """
     if y.min() == y.max():
         return math.nan, math.nan
+    from scipy.optimize import minimize  # heavy (≈0.4 s): not on every li2 command's import path
+    from scipy.special import expit
 
     def nll(theta):
         a, b = theta
@@ -185,6 +185,7 @@ def _fit_form(name: str, m: np.ndarray, pc: np.ndarray) -> dict:
         return {"c": float(g @ pc / (g @ g))}
     h = np.log(m) if name == "a*M^-b*ln(M)" else np.ones_like(m)
     slope, intercept = np.polyfit(np.log(m), np.log(pc / h), 1)
+    from scipy.optimize import least_squares
     res = least_squares(lambda t: np.exp(t[0]) * m ** (-t[1]) * h - pc, x0=[intercept, -slope])
     return {"a": float(np.exp(res.x[0])), "b": float(res.x[1])}
 

@@ -45,6 +45,8 @@ import pandas as pd
 from pydantic import ValidationError
 
 from ..config import Li2Warning, TrainConfig
+from ..engine.blas import auto_blas
+from ..engine.fused import LANES
 from ..runs.training import train
 from ..store import (
     StoreError,
@@ -134,9 +136,17 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
-def worker_init(parent: int) -> None:
+def worker_threads(workers: int) -> int:
+    """Threads per worker process: the cores shared out, at most the fused step's LANES (results are
+    then identical for every layout, see engine/fused.py).  A sweep with fewer runs than cores, or
+    --workers 1, gets several threads per run; a full one a process per core (measured faster on two
+    cores for every benchmark shape: README, Benchmark)."""
+    return max(1, min(LANES, (os.cpu_count() or 1) // max(1, workers)))
+
+
+def worker_init(parent: int, threads: int) -> None:
     import torch
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
@@ -146,9 +156,9 @@ def _local(todo: list[Run], dirs: dict[str, Path], workers: int, figures: bool) 
     queue = list(todo)
     dead_pools = 0
     while queue:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(queue)),
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=worker_init, initargs=(os.getpid(),))
+        size = min(workers, len(queue))
+        pool = ProcessPoolExecutor(max_workers=size, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=worker_init, initargs=(os.getpid(), worker_threads(size)))
         try:
             futures = {pool.submit(execute_run, r.config.model_dump(mode="json"), str(dirs[r.run_id]), figures): r
                        for r in queue}
@@ -361,6 +371,7 @@ def run_sweep(spec: SweepSpec | dict | str | Path, out_dir: str | Path, executor
         if todo:
             if progress is not None:
                 progress(0)
+            auto_blas()   # measured once here and inherited (LI2_BLAS): every worker multiplies alike
             if executor == "ray":
                 stream = _ray(todo, dirs, workers, spec.figures, address)
             elif executor == "slurm":
