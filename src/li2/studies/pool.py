@@ -3,8 +3,9 @@
 `TaskPool(executor, workers, address)` takes tasks — a module-level function and plain arguments,
 so a spawned process or a Ray worker can run it — with `submit(key, fn, *args)` and hands back
 `(key, result)` pairs from `wait()` as tasks finish, in whatever order they finish. Executors:
-    "local"  a spawn-context process pool of `workers` single-threaded processes (li2.studies.sweep's
-             worker set-up: one torch thread, exit when the driver dies); with workers == 1 the tasks
+    "local"  a spawn-context process pool of `workers` processes (li2.studies.sweep's worker set-up: the
+             cores shared out, exit when the driver dies; the GEMM library measured once here and
+             inherited); with workers == 1 the tasks
              run in this process, one per `wait()`, in the order submitted (tests, smoke runs);
     "ray"    Ray tasks of one CPU each (a cluster at `address`, or a local instance of `workers` CPUs).
 A task function must not raise (it returns {"error": …} instead); a worker that dies (OOM, signal)
@@ -20,7 +21,8 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Callable, Hashable, Iterator
 
-from .sweep import SweepError, _import_ray, worker_init
+from ..engine.blas import auto_blas
+from .sweep import SweepError, _import_ray, worker_init, worker_threads
 
 EXECUTORS = ("local", "ray")
 
@@ -29,6 +31,7 @@ EXECUTORS = ("local", "ray")
 def ray_session(workers: int, address: str | None = None) -> Iterator[None]:
     """Ray started once for several TaskPools (they leave a running Ray alone), shut down at the end."""
     ray = _import_ray()
+    auto_blas()       # before Ray's workers start, so they inherit LI2_BLAS
     started = not ray.is_initialized()
     if started:
         if address:
@@ -77,12 +80,15 @@ class TaskPool:
 
     def _local(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            auto_blas()   # measured once here and inherited (LI2_BLAS): every worker multiplies alike
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=worker_init, initargs=(os.getpid(),))
+                                             initializer=worker_init,
+                                             initargs=(os.getpid(), worker_threads(self.workers)))
         return self._pool
 
     def _ray_task(self, fn: Callable):
         ray = self._ray
+        auto_blas()
         if not ray.is_initialized():
             if self.address:
                 ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)

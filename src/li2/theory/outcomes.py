@@ -266,7 +266,8 @@ def annotate_outcomes(summary: dict, metrics: pd.DataFrame, config, order: int |
 #   memorized  final train acc ≥ FIT and, over the last SETTLE_WINDOW of the steps trained, test accuracy
 #              gained < TEST_RISE, test loss fell by < TEST_LOSS_DROP (relative) and ‖W‖ changed by
 #              < W_SETTLED (relative): the training set is fit, nothing moves towards generalising and the
-#              weights have settled in size.
+#              weights have settled in size. (Measured on the rows before the last: the last evaluates the
+#              whole test set, the others a fixed subset of it.)
 #   stalled    the same flatness without fitting the training set (no feature learning), or collapsed: final
 #              ‖W‖ < COLLAPSED·‖W₀‖ with the training set not fit — W ≈ 0 is absorbing when σ′(0) = 0 (x², ReLU),
 #              and there the relative changes of ‖W‖ are noise. (Z127, K = 1016, Adam lr 2e-3: at p ≥ 1.3·p_ref
@@ -313,9 +314,12 @@ def budget_outcome(m: pd.DataFrame, status: str = "", threshold: float = 0.95) -
     if len(w) >= 2 and w.iloc[-1] < COLLAPSED * w.iloc[0] and not (_finite(final_train) and final_train >= FIT):
         ev["final_w_norm_ratio"] = float(w.iloc[-1] / w.iloc[0])
         return "stalled", ev
-    acc = _window_change(m, "test_acc")
-    loss = _window_change(m, "test_loss")
-    norm = _window_change(m, "w_norm")
+    # the last row evaluates the whole test set, the rows before it a fixed subset (TrainConfig.test_subset):
+    # changes are measured on the rows before it, so subset is compared with subset
+    during = m.iloc[:-1] if len(m) > 2 else m
+    acc = _window_change(during, "test_acc")
+    loss = _window_change(during, "test_loss")
+    norm = _window_change(during, "w_norm")
     if acc is None or loss is None or norm is None:
         return "undecided", ev
     ev.update(test_acc_gain=acc[0], test_loss_change=loss[0] / max(abs(loss[1]), 1e-30),
