@@ -280,7 +280,9 @@ def measured(analysis: dict) -> dict:
         "evidence": law.get("evidence"),
         "pc_star_law": gt.get("pc_star_law"),
         "grok_time": {"best": gt.get("best"), "joint": joint,
-                      "critical_free": {"params": free["params"], "held_out": free["held_out"]} if free else None,
+                      "critical_free": {"params": free["params"], "held_out": free["held_out"],
+                                        "nearest_run_above_pc_star": free["nearest_run_above_pc_star"]}
+                      if free else None,
                       "null_held_out": (gt.get("null") or {}).get("held_out"), "n_grokked": gt.get("n_grokked"),
                       "n_censored_above_pc": gt.get("n_censored_above_pc"), "note": gt.get("note")},
         "runs": analysis["runs"], "note": phase.get("note"),

@@ -8,6 +8,8 @@ fitted by least squares in ln T:
   * jointly: one ν for all M and ln A_M = ln A + α·ln M (3 parameters: the law for any M);
   * "critical_free": the critical form with p_c as a free parameter per M (T diverges at p_c*, which
     need not be the search's budget-bound p_c; p_c* < every grokked p of that M), joint ν and A·M^α.
+    p_c* is an extrapolation: `nearest_run_above_pc_star` says how far (in p/p_c* − 1) the closest grokked
+    run lies above it.
 Runs at x ≤ 1 (grokked just below the estimated p_c) cannot enter the critical and log forms: every
 form is fitted to the runs at x > 1 (so their held-out errors compare) and the others are counted; runs above p_c that did not grok within the budget are censored (T > budget) and left out,
 which biases T near p_c low — both counts are reported.
@@ -114,8 +116,10 @@ def _critical_free(df: pd.DataFrame, data_only: bool = False):
         # held-out run never groks, a miss the RMS cannot hold, so it is counted apart
         held.append(a2 + al2 * math.log(m[i]) - nu2 * math.log(p[i] / pc2[idx[i]] - 1.0) - y[i]
                     if p[i] > pc2[idx[i]] else math.inf)
+    nearest = float(np.min(p / pcs[idx] - 1.0))   # how far p_c* lies below the data: an extrapolation that far
     return {"params": {"A": math.exp(lnA), "alpha": float(alpha), "nu": float(nu),
                        "pc_star": {str(int(o)): float(v) for o, v in zip(orders, pcs)}},
+            "nearest_run_above_pc_star": nearest,
             "n": int(len(df)), "rms_log_in_sample": float(np.sqrt(np.mean(resid(best, every) ** 2))),
             "held_out": {**_errors(np.array(held)), "predicted_never": int(np.isinf(held).sum())}}
 

@@ -204,7 +204,8 @@ def _evidence(forms: dict, best: str, crit: str, tests: dict, exponent: dict) ->
                          f"p = {t['p_value']:.3g} → {'rejected' if t['rejected'] else 'not rejected'}")
     for n, f in forms.items():
         if n != best:
-            lines.append(f"{n}: Δ{crit.upper()} = {f['delta']:.2f} → {f['status']}")
+            why = " (its LR test)" if n in tests and tests[n]["rejected"] and f["delta"] <= EXCLUDED_DAIC else ""
+            lines.append(f"{n}: Δ{crit.upper()} = {f['delta']:.2f} → {f['status']}{why}")
     undecided = [n for n, f in forms.items() if f["status"] == "not excluded"]
     if len(undecided) > 1:
         lines.append(f"not excluded by the data: {', '.join(undecided)} — the range of M cannot decide between them")

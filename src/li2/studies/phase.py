@@ -215,6 +215,18 @@ def _weighted_c(orders: list[int], per_m: dict, notes: list[str]) -> dict:
                          "likelihood; scatter between M τ profiled; Student-calibrated cut-off)")}
 
 
+def _ls_form(name: str, m: np.ndarray, pc: np.ndarray, joint: np.ndarray | None) -> dict:
+    """One form by least squares: params, CIs from the joint draws (n_boot, k), R² and adjusted R²."""
+    params = _fit_form(name, m, pc)
+    r2 = _r2(pc, form_values(name, params, m))
+    ci = None
+    if joint is not None:
+        draws = [_fit_form(name, m, row) for row in joint]
+        ci = {key: [float(np.percentile([d[key] for d in draws], q)) for q in (2.5, 97.5)] for key in params}
+    return {"params": params, "params_ci": ci, "n_params": len(params), "r2": r2,
+            "r2_adj": _adjusted_r2(r2, len(m), len(params))}
+
+
 def _scaling(orders: list[int], per_m: dict, n_boot: int, seed: int, reference_c: float) -> dict:
     """All scaling fits over the bracketed M's: c weighted (intervals.fit_constant), the forms by least
     squares with CIs from joint draws of the per-M profile likelihoods."""
@@ -233,21 +245,7 @@ def _scaling(orders: list[int], per_m: dict, n_boot: int, seed: int, reference_c
     else:
         notes.append("some bracketed M has no valid draw; no CIs for the scaling fits")
 
-    forms = {}
-    for name in FORMS:
-        params = _fit_form(name, m, pc)
-        r2 = _r2(pc, form_values(name, params, m))
-        ci = None
-        if joint is not None:
-            draws = [_fit_form(name, m, row) for row in joint]
-            ci = {key: [float(np.percentile([d[key] for d in draws], q)) for q in (2.5, 97.5)] for key in params}
-        forms[name] = {
-            "params": params,
-            "params_ci": ci,
-            "n_params": len(params),
-            "r2": r2,
-            "r2_adj": _adjusted_r2(r2, n, len(params)),
-        }
+    forms = {name: _ls_form(name, m, pc, joint) for name in FORMS}
     if n == 2:
         notes.append("only 2 bracketed M's: two-parameter forms fit exactly (R² = 1), so R² cannot rank them")
 
@@ -292,6 +290,22 @@ def _law(orders: list[int], per_m: dict) -> dict:
 # public API
 
 
+def _usable(results: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """(the rows with an accuracy, the run counts). Only a missing accuracy drops a run: a run that finished
+    but did not grok (diverged, memorised) is a failure, which is exactly the data the transition is made of."""
+    required = {"order", "train_ratio", "final_test_acc"}
+    missing = required - set(results.columns)
+    if missing:
+        raise ValueError(f"results table lacks columns {sorted(missing)}")
+    acc = pd.to_numeric(results["final_test_acc"], errors="coerce")
+    dropped = acc.isna()
+    counts: dict = {"n_runs_total": int(len(results)), "n_runs_used": int((~dropped).sum()),
+                    "n_runs_dropped_nan": int(dropped.sum())}
+    if "status" in results.columns:
+        counts["dropped_by_status"] = {str(k): int(v) for k, v in results.loc[dropped, "status"].value_counts().items()}
+    return results.loc[~dropped].assign(final_test_acc=acc[~dropped]), counts
+
+
 def analyse_phase(
     results: pd.DataFrame,
     success_threshold: float = 0.95,
@@ -311,27 +325,9 @@ def analyse_phase(
     ≥ 2 bracketed M): every form fitted by likelihood and compared (li2.studies.laws.compare_laws).
     temper ≥ 1 flattens every per-M likelihood (intervals.pc_interval): for adaptive designs (the search).
     """
-    required = {"order", "train_ratio", "final_test_acc"}
-    missing = required - set(results.columns)
-    if missing:
-        raise ValueError(f"results table lacks columns {sorted(missing)}")
-    acc = pd.to_numeric(results["final_test_acc"], errors="coerce")
-    dropped = acc.isna()
-    out: dict = {
-        "success_threshold": float(success_threshold),
-        "n_runs_total": int(len(results)),
-        "n_runs_used": int((~dropped).sum()),
-        "n_runs_dropped_nan": int(dropped.sum()),
-        "n_boot": int(n_boot),
-        "seed": int(seed),
-        "reference_c": float(reference_c),
-    }
-    # Only a missing accuracy drops a run: a run that finished but did not grok (diverged,
-    # memorised) is a failure, which is exactly the data the transition is made of.
-    if "status" in results.columns:
-        out["dropped_by_status"] = {str(k): int(v) for k, v in results.loc[dropped, "status"].value_counts().items()}
-    df = results.loc[~dropped].assign(final_test_acc=acc[~dropped])
-
+    df, out = _usable(results)
+    out.update(success_threshold=float(success_threshold), n_boot=int(n_boot), seed=int(seed),
+               reference_c=float(reference_c))
     per_m = {}
     for order, group in sorted(df.groupby("order"), key=lambda kv: kv[0]):
         rng = np.random.default_rng([seed, int(order)])  # same draws whatever other M's exist
