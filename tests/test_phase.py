@@ -190,3 +190,21 @@ def test_accuracy_equal_to_threshold_is_success():
     df = sweep(c_law(2.0), orders=(41, 53), seeds=3)
     df["final_test_acc"] = df["final_test_acc"].where(df["final_test_acc"] < 1.0, 0.95)
     assert analyse_phase(df, n_boot=10)["pc"]["41"]["bracketed"] is True
+
+
+def test_tempering_widens_every_interval_and_adds_the_law():
+    df = sweep(c_law(2.0), seeds=3)
+    plain = analyse_phase(df, n_boot=10)
+    tempered = analyse_phase(df, n_boot=10, temper=1.73)
+    for m in ORDERS:
+        a, b = plain["pc"][str(m)], tempered["pc"][str(m)]
+        assert b["estimate"] == a["estimate"]
+        assert b["ci"][0] <= a["ci"][0] and b["ci"][1] >= a["ci"][1]
+        assert (b["ci"][1] / b["ci"][0]) > (a["ci"][1] / a["ci"][0])
+    assert tempered["c_ci"][1] - tempered["c_ci"][0] >= plain["c_ci"][1] - plain["c_ci"][0]
+    law = plain["law"]
+    assert set(law["forms"]) == set(plain["alternatives"]) and law["preferred"] in law["forms"]
+    assert "exponent_profile" not in law["forms"]["a*M^-b"]
+    assert analyse_phase(df, n_boot=10, laws=False)["law"] is None
+    with pytest.raises(ValueError):
+        analyse_phase(df, n_boot=10, temper=0.5)

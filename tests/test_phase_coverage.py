@@ -18,7 +18,7 @@ from li2.studies.phase import analyse_phase
 
 TRUE_C = 2.75
 REF_C = 2.7482
-# mirrors li2.recipes.phase.GRIDS (orders, multiples of p_ref, seeds) at the sizes the recipe runs
+# the grids (orders, multiples of p_ref, seeds) the phase recipe ran before its adaptive search
 MULTIPLES = (0.5, 0.8, 0.86, 0.9, 0.94, 0.97, 1.0, 1.06, 1.12, 1.26, 2.0)
 GRIDS = {
     "quick": ((23, 31, 41, 53, 71), MULTIPLES, 3),

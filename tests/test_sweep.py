@@ -213,26 +213,3 @@ def test_phase_command_writes_analysis_and_figures(reference):
     assert analysis["n_runs_total"] == 6 and not analysis["bracketed"]          # one ratio: nothing to bracket
     assert json.loads((out / "phase.json").read_text()) == analysis
     assert (out / "phase.png").stat().st_size > 0 and (out / "phase.svg").stat().st_size > 0
-
-
-def test_phase_verdict_rule():
-    from li2.recipes.phase import verdict as verdict_rule
-
-    def analysis(c_ci, r2s, bracketed=(23, 31, 41, 53, 71), all_in=True):
-        forms = {name: {"r2": r2, "r2_adj": adj} for name, (r2, adj) in r2s.items()}
-        return {"bracketed_orders": list(bracketed), "bracketed": all_in, "c": sum(c_ci) / 2 if c_ci else None, "c_ci": c_ci,
-                "alternatives": forms}
-
-    good = {"c*ln(M)/M": (0.99, 0.99), "a*M^-b*ln(M)": (0.991, 0.988), "c/sqrt(M)": (0.92, 0.92),
-            "a*M^-b": (0.993, 0.991)}
-    assert verdict_rule(analysis([2.6, 2.7], good))[0] == "supports"
-    assert verdict_rule(analysis([2.6, 2.7], good, all_in=False))[0] == "inconclusive"
-    assert verdict_rule(analysis([4.0, 4.5], good))[:2] == ("contradicts", {"form": "supports", "constant": "contradicts"})
-    sqrt_wins = {**good, "c*ln(M)/M": (0.93, 0.93), "c/sqrt(M)": (0.999, 0.999)}       # trails by 0.069
-    assert verdict_rule(analysis([2.6, 2.7], sqrt_wins))[:2] == ("contradicts", {"form": "contradicts",
-                                                                                  "constant": "supports"})
-    close = {**good, "c*ln(M)/M": (0.97, 0.97), "c/sqrt(M)": (0.999, 0.999)}          # trails by 0.029
-    assert verdict_rule(analysis([2.6, 2.7], close))[:2] == ("inconclusive", {"form": "inconclusive",
-                                                                              "constant": "supports"})
-    assert verdict_rule(analysis([2.6, 2.7], good, bracketed=(23, 71)))[0] == "inconclusive"
-    assert verdict_rule(analysis(None, good))[0] == "inconclusive"

@@ -22,7 +22,7 @@ from .common import one_line
 from .energy import energy_command
 from .groups import groups_app
 from .recipes import report_command, reproduce_command
-from .sweep import phase_command, sweep_command
+from .sweep import phase_command, phase_search_command, sweep_command
 from .train import diagnose_command, train_command
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -46,6 +46,7 @@ app.command("train")(train_command)
 app.command("energy")(energy_command)
 app.command("sweep")(sweep_command)
 app.command("phase")(phase_command)
+app.command("phase-search")(phase_search_command)
 app.command("reproduce")(reproduce_command)
 app.command("report")(report_command)
 app.command("diagnose")(diagnose_command)

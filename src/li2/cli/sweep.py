@@ -1,4 +1,5 @@
-"""`li2 sweep` (run a YAML grid of training runs) and `li2 phase` (p_c(M) from a sweep's results).
+"""`li2 sweep` (run a YAML grid of training runs), `li2 phase` (p_c(M) from a sweep's results) and `li2 phase-search`
+(the adaptive p_c search and its laws).
 
 The sweep machinery (and so torch) is imported inside the commands, after their arguments are parsed."""
 from __future__ import annotations
@@ -83,7 +84,9 @@ def print_phase(analysis: dict) -> None:
                    f"(reference c = {analysis['reference_c']:g}, R² = {_fmt(analysis.get('reference_r2'))})")
         for name, form in (analysis.get("alternatives") or {}).items():
             typer.echo(f"  {name:<14} R² = {_fmt(form['r2'])}  adjusted R² = {_fmt(form.get('r2_adj'))}")
-        typer.echo(f"preferred form: {analysis.get('preferred')} (adjusted: {analysis.get('preferred_adjusted')})")
+        typer.echo(f"preferred form by R²: {analysis.get('preferred')} (adjusted: {analysis.get('preferred_adjusted')})")
+        for line in (analysis.get("law") or {}).get("evidence", []):
+            typer.echo(f"  law: {line}")
     if analysis.get("note"):
         typer.echo(f"note: {analysis['note']}")
 
@@ -104,3 +107,72 @@ def phase_command(
     else:
         print_phase(analysis)
         typer.echo(f"wrote {sweep_dir / 'phase.json'}, phase.png, phase.svg")
+
+
+def print_search(analysis: dict) -> None:
+    """The search's p_c per M at its budget, the laws with their evidence, and the grokking-time law."""
+    phase = analysis["phase"]
+    typer.echo(f"budget: {analysis['budget']} steps (undecided runs continued up to it); intervals tempered by "
+               f"{analysis['temper']:.2f} (adaptive design)")
+    check = analysis["budget_check"]["per_order"]
+    for order, v in phase["pc"].items():
+        ci, b = v.get("ci"), check.get(order, {})
+        where = (f"p_c = {_fmt(v['estimate'])}  95% CI [{_fmt(ci[0])}, {_fmt(ci[1])}]" if v.get("bracketed")
+                 else f"not bracketed ({v.get('reason')})")
+        moved = "" if b.get("shift") is None else f"  at half the budget {_fmt(b['pc_half'])} " \
+            f"({'inside' if b['within_ci'] else 'outside'} the CI)"
+        typer.echo(f"  M = {order:>4}: {where}{moved}  [{analysis['runs'][order]['runs']} runs]")
+    if phase.get("c") is not None:
+        lo, hi = phase["c_ci"]
+        typer.echo(f"c = {_fmt(phase['c'], 4)}  95% CI [{_fmt(lo, 4)}, {_fmt(hi, 4)}]  (reference {phase['reference_c']:g})")
+    for line in (phase.get("law") or {}).get("evidence", []):
+        typer.echo(f"  {line}")
+    gt = analysis.get("grok_time") or {}
+    for form, fit in (gt.get("joint") or {}).items():
+        if fit:
+            h = fit["held_out"]
+            typer.echo(f"  grok time, {form}: ν = {fit['params']['nu']:.3g}, A = {fit['params']['A']:.3g}, "
+                       f"α = {fit['params']['alpha']:.3g}; held-out RMS(ln T) = {_fmt(h['rms_log'])} "
+                       f"(×{_fmt(h['median_factor'])} median) on {fit['n']} runs")
+    if gt.get("null"):
+        typer.echo(f"  grok time, no law (each M's mean): held-out RMS(ln T) = {_fmt(gt['null']['held_out']['rms_log'])}")
+
+
+def phase_search_command(
+    spec: Path = typer.Argument(..., help="search spec (YAML: base, orders, kappa, budget_cap, start, batch, "
+                                          "tolerance, max_runs; see li2.studies.search)"),
+    out: Path = typer.Option(..., help="search folder; rerun with the same --out to resume"),
+    executor: str = typer.Option("local", help="local (a process pool on this machine) or ray"),
+    address: Optional[str] = typer.Option(None, help="ray: cluster address (default: start a local Ray instance)"),
+    workers: Optional[int] = typer.Option(None, help="parallel runs (default: number of CPU cores)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the estimated cost and stop"),
+    as_json: bool = typer.Option(False, "--json", help="print analysis.json to stdout"),
+    quiet: bool = typer.Option(False, help="no progress on stderr"),
+):
+    """Search p_c(M) adaptively (bisection on ln p over seeds, undecided runs continued), then fit every law
+    (writes results.parquet, analysis.json, phase.png, phase.svg)."""
+    import os
+
+    from ..store import jsonable, write_json
+    from ..studies.search import SearchSpec, estimate_cost, run_search
+    from ..studies.search_analysis import analyse_search
+    from ..views.study_figures import phase_figure
+    with user_errors():
+        parsed = SearchSpec.load(spec)
+        cost = estimate_cost(parsed)
+        n = workers or os.cpu_count() or 1
+        typer.echo(f"estimated cost: {cost['typical_core_seconds'] / 3600:.3g} core-hours (upper bound "
+                   f"{cost['upper_core_seconds'] / 3600:.3g}), ≈ {cost['typical_core_seconds'] / n / 60:.0f} min on "
+                   f"{n} workers; at most {cost['runs']} runs", err=True)
+        if dry_run:
+            return
+        say = (lambda line: typer.echo(line, err=True)) if not quiet else None
+        table = run_search(parsed, out, executor, workers, address, say)
+        analysis = jsonable(analyse_search(table, parsed))
+        write_json(out / "analysis.json", analysis)
+        phase_figure(table, analysis["phase"], out / "phase.png", out / "phase.svg", analysis.get("grok_time"))
+    if as_json:
+        typer.echo(json.dumps(analysis))
+    else:
+        print_search(analysis)
+        typer.echo(f"wrote {out / 'results.parquet'}, analysis.json, phase.png, phase.svg")

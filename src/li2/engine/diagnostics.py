@@ -64,7 +64,8 @@ def gram(F: torch.Tensor) -> torch.Tensor:
     K = 1024 on one core)."""
     if F.device.type != "cpu":
         return F.transpose(1, 2) @ F
-    return torch.from_numpy(np.stack([f.T @ f for f in F.detach().numpy()]))
+    with np.errstate(over="ignore", invalid="ignore"):   # a diverged model's inf Gram is reported, not warned
+        return torch.from_numpy(np.stack([f.T @ f for f in F.detach().numpy()]))
 
 
 class Diagnostics:

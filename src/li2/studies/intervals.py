@@ -18,7 +18,10 @@ interval is {θ : 2(ℓ̂ − ℓ_p(θ)) ≤ χ²₁(0.95) = 3.84}. Properties t
   * smooth transitions: the usual profile-likelihood interval of a logistic midpoint, whose
     coverage is close to nominal for the tens of runs per M of a phase sweep (checked in
     tests/test_phase_coverage.py).
-It needs no prior and no resampling (deterministic; ~20 ms per M).
+It needs no prior and no resampling (deterministic; ~20 ms per M). For an adaptive design (the p_c
+search) the log-likelihood is divided by a calibrated `temper` first (li2.studies.design.TEMPER): such
+designs cluster their runs where the data happened to look separated, and the plain interval
+undercovers there.
 
 Across group orders: a random-effects likelihood for the constant (`fit_constant`).
     ln p_c(M) = ln c + ln g(M) + u_M,   u_M ~ N(0, τ²)   (g(M) = ln M / M for the theory's law)
@@ -30,7 +33,9 @@ exact calibration of the profile-likelihood interval for a normal mean with unkn
 reproduces the Student-t interval), which is what the τ-profile becomes when the scatter between M
 dominates; when the per-M likelihoods dominate it is more conservative than χ²₁ (q = 5.4 instead of
 3.84 at k = 5). Weighting is automatic: a sharp per-M likelihood pulls harder than a flat one, and an
-M whose p_c is only known to lie in a wide gap constrains c only to that gap. Identical relative
+M whose p_c is only known to lie in a wide gap constrains c only to that gap. Each M's smoothed
+likelihoods (one per τ) are computed once on a padded θ grid (`smooth_profile`), so fitting many shapes
+to the same profiles (li2.studies.laws) only interpolates. Identical relative
 grids (the same multiples of a reference p_c at every M) make every M's gap the same in c, so the
 joint interval keeps that whole gap instead of averaging it away.
 """
@@ -101,17 +106,23 @@ def _gap(z: np.ndarray, k: np.ndarray, n: np.ndarray):
     return (top_fail, low_succ) if top_fail < low_succ else None
 
 
-def pc_interval(ratios, successes, trials=None, level: float = 0.95) -> dict:
+def pc_interval(ratios, successes, trials=None, level: float = 0.95, temper: float = 1.0) -> dict:
     """Profile-likelihood interval of p_c for one M (module docstring). Returns
     {"estimate": the profile maximum (the middle of the flat top for separated data), "ci": [lo, hi],
      "ci_open": [lower open, upper open] (the interval reached the end of the θ grid: p_c is only
      bounded on the other side), "gap": [top all-fail ratio, lowest all-success ratio] or None,
      "profile": Profile}. With no success, or no failure, the estimate is None and the interval open.
+    temper ≥ 1 divides the log-likelihood (the returned profile too) before the cut: the calibration of
+    an adaptive design, whose runs cluster where the data happened to look separated.
     """
     if not 0 < level < 1:
         raise ValueError("level must be in (0, 1)")
+    if temper < 1.0:
+        raise ValueError("temper must be >= 1 (it can only widen the interval)")
     z, k, n = _aggregate(ratios, successes, trials)
     prof = profile_likelihood(ratios, successes, trials)
+    if temper != 1.0:   # an adaptive design's likelihood, flattened (li2.studies.design.TEMPER)
+        prof = Profile(prof.theta, prof.loglik / temper, prof.gap)
     cut = CHI2_95 if level == 0.95 else _chi2_1(level)
     gap = prof.gap
     inside = np.flatnonzero(2 * -prof.loglik <= cut)
@@ -132,21 +143,65 @@ def _chi2_1(level: float) -> float:
     return float(chi2.ppf(level, 1))
 
 
-def _student_cut(k: int, level: float) -> float:
-    """k·ln(1 + t²_{k−1}/(k−1)): the LR cut-off that reproduces the Student-t interval (module doc)."""
+def student_cut(k: int, level: float, n_params: int = 1) -> float:
+    """k·ln(1 + t²_{k−q}/(k−q)) for q = n_params location parameters: the LR cut-off that reproduces the
+    Student-t interval of a normal linear model with unknown variance (module doc); χ²₁ when k ≤ q."""
     from scipy.stats import t as student_t
-    if k < 2:
+    dof = k - n_params
+    if dof < 1:
         return _chi2_1(level)
-    q = float(student_t.ppf(0.5 + level / 2, k - 1))
-    return k * math.log1p(q * q / (k - 1))
+    q = float(student_t.ppf(0.5 + level / 2, dof))
+    return k * math.log1p(q * q / dof)
 
 
-def _smoothed(lik: np.ndarray, tau: float) -> np.ndarray:
-    """∫ lik(x + u) φ_τ(u) du on the x grid (constant continuation beyond its ends)."""
-    if tau == 0.0:
-        return lik
+SMOOTH_TRUNCATE = 5.0             # the random-effect kernel is cut at 5 τ
+
+
+@dataclass
+class Smoothed:
+    """One M's likelihood smoothed by each random effect: lik[j] = ∫ L_M(θ + u) φ_{TAUS[j]}(u) du on
+    `grid` (G,) (step X_STEP), for θ anywhere: beyond the grid the value is the end value (the
+    profile's likelihood is continued as a constant, and the grid is padded by the kernel's reach)."""
+
+    grid: np.ndarray
+    lik: np.ndarray      # (len(TAUS), G)
+
+
+def smooth_profile(profile: Profile) -> Smoothed:
+    """The Smoothed likelihoods of one Profile (computed once; every fit then only interpolates)."""
     from scipy.ndimage import gaussian_filter1d
-    return gaussian_filter1d(lik, tau / X_STEP, mode="nearest", truncate=5.0)
+    pad = SMOOTH_TRUNCATE * TAUS[-1] + X_STEP
+    grid = np.arange(profile.theta[0] - pad, profile.theta[-1] + pad + X_STEP / 2, X_STEP)
+    base = np.exp(np.interp(grid, profile.theta, profile.loglik))
+    lik = np.stack([base if tau == 0.0 else
+                    gaussian_filter1d(base, tau / X_STEP, mode="nearest", truncate=SMOOTH_TRUNCATE)
+                    for tau in TAUS])
+    return Smoothed(grid, lik)
+
+
+def _at(sm: Smoothed, theta: np.ndarray) -> np.ndarray:
+    """sm's smoothed likelihoods at θ values (X,): (len(TAUS), X), linear between grid points."""
+    pos = np.clip((theta - sm.grid[0]) / X_STEP, 0.0, sm.grid.size - 1.000001)
+    i = pos.astype(int)
+    w = pos - i
+    return sm.lik[:, i] * (1.0 - w) + sm.lik[:, i + 1] * w
+
+
+def joint_loglik(profiles: list[Profile], log_shape, smoothed: list[Smoothed] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The random-effects log-likelihood of x = ln c in ln p_c(M) = x + log_shape[M] + u_M, u_M ~ N(0, τ²),
+    profiled over τ ∈ TAUS (module doc). Returns (x (X,) grid, ℓ(x) (X,) not normalised, index into TAUS
+    of the best τ at each x (X,)). profiles: one Profile per M; log_shape: (k,); smoothed: their
+    smooth_profile (pass them when fitting many shapes to the same profiles)."""
+    log_shape = np.asarray(log_shape, float)
+    if len(profiles) != log_shape.size or not profiles:
+        raise ValueError("need one profile per group order")
+    smoothed = smoothed if smoothed is not None else [smooth_profile(p) for p in profiles]
+    lo = min(p.theta[0] - s for p, s in zip(profiles, log_shape))
+    hi = max(p.theta[-1] - s for p, s in zip(profiles, log_shape))
+    x = np.arange(lo, hi + X_STEP / 2, X_STEP)
+    joint = sum(np.log(np.maximum(_at(sm, x + s), 1e-300)) for sm, s in zip(smoothed, log_shape))
+    return x, joint.max(0), joint.argmax(0)
 
 
 def fit_constant(profiles: list[Profile], log_shape, level: float = 0.95) -> dict:
@@ -154,21 +209,14 @@ def fit_constant(profiles: list[Profile], log_shape, level: float = 0.95) -> dic
 
     profiles: one Profile per M (θ = ln p_c); log_shape: (k,) ln g(M), e.g. ln(ln M / M).
     Returns {"c", "ci": [lo, hi], "ci_open", "tau" (scatter between M at the maximum, in ln p),
-    "cut" (the LR cut-off used), "k"}.
+    "cut" (the LR cut-off used), "k", "loglik" (the maximum of the joint log-likelihood)}.
     """
     log_shape = np.asarray(log_shape, float)
-    if len(profiles) != log_shape.size or not profiles:
-        raise ValueError("need one profile per group order")
-    lo = min(p.theta[0] - s for p, s in zip(profiles, log_shape))
-    hi = max(p.theta[-1] - s for p, s in zip(profiles, log_shape))
-    x = np.arange(lo, hi + X_STEP / 2, X_STEP)
-    liks = [np.exp(np.interp(x + s, p.theta, p.loglik)) for p, s in zip(profiles, log_shape)]
-    joint = np.stack([sum(np.log(np.maximum(_smoothed(lk, tau), 1e-300)) for lk in liks) for tau in TAUS])
-    prof = joint.max(0)
+    x, prof, tau_idx = joint_loglik(profiles, log_shape)
     best = prof.max()
     rel = prof - best
     k = len(profiles)
-    cut = _student_cut(k, level)
+    cut = student_cut(k, level)
     inside = np.flatnonzero(2 * -rel <= cut)
     top = np.flatnonzero(rel >= -1e-9)
     est = 0.5 * (x[top.min()] + x[top.max()])
@@ -180,7 +228,7 @@ def fit_constant(profiles: list[Profile], log_shape, level: float = 0.95) -> dic
         est = 0.5 * (common[0] + common[1])
     return {"c": math.exp(est), "ci": [math.exp(ci[0]), math.exp(ci[1])],
             "ci_open": [bool(inside.min() == 0), bool(inside.max() == x.size - 1)],
-            "tau": float(TAUS[int(np.argmax(joint[:, i_best]))]), "cut": cut, "k": k}
+            "tau": float(TAUS[int(tau_idx[i_best])]), "cut": cut, "k": k, "loglik": float(best)}
 
 
 def _common_gap(profiles: list[Profile], log_shape: np.ndarray):

@@ -20,8 +20,15 @@ likelihood (so by its uncertainty), with the scatter between M (τ) as a free pa
 Student-calibrated cut-off, so c_ci includes both. The least-squares c of the form comparison below
 is kept as c_unweighted.
 
-Across the M's whose transition is inside the sampled grid ("bracketed"), least squares on p_c
-(linear space) for the forms
+Which law p_c(M) follows (key `law`, li2.studies.laws.compare_laws): every form of li2.theory.scaling
+fitted by likelihood to the per-M profile likelihoods (so weighted by each p_c's uncertainty, with the
+scatter between M profiled), with CIs on its parameters (the exponent b included), likelihood-ratio
+tests of the nested forms (b = 1, b = ½), AIC/AICc and the preferred form with the evidence for it.
+With temper > 1 (an adaptive design's runs: li2.studies.design.TEMPER) every per-M log-likelihood is
+divided by it first, so the intervals, c and the laws all carry the design's calibration.
+
+Kept from before (keys alternatives, preferred, r2): across the M's whose transition is inside the
+sampled grid ("bracketed"), least squares on p_c (linear space) for the forms
     c·ln M / M              (SPEC §5; reference c = 2.7482)
     a·M^(−b)·ln M           (free exponent: the d_k / log-factor question)
     c'/√M
@@ -43,6 +50,7 @@ from ..task import REFERENCE_C
 from ..theory.scaling import FORMS, form_values
 from ..views.study_figures import phase_figure
 from .intervals import draws, fit_constant, pc_interval
+from .laws import compare_laws
 
 # Ridge on the logistic slope only. Without it perfectly separated data (a deterministic step,
 # common when seeds agree) sends the slope to infinity; with it the slope stays finite and the
@@ -86,7 +94,8 @@ def _fit_midpoint(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(-a / b), float(b)
 
 
-def _analyse_order(df: pd.DataFrame, threshold: float, n_boot: int, rng: np.random.Generator) -> dict:
+def _analyse_order(df: pd.DataFrame, threshold: float, n_boot: int, rng: np.random.Generator,
+                   temper: float = 1.0) -> dict:
     """p_c, CI and bracketing for one M. df holds that M's runs (NaN accuracies already dropped)."""
     p = df["train_ratio"].to_numpy(float)
     y = (df["final_test_acc"].to_numpy(float) >= threshold).astype(float)
@@ -143,17 +152,19 @@ def _analyse_order(df: pd.DataFrame, threshold: float, n_boot: int, rng: np.rand
     k = int(np.searchsorted(ratios, pc))
     out["grid_bracket"] = [float(ratios[k - 1]), float(ratios[k])]
 
-    out.update(_interval(p, y, pc, n_boot, rng))
+    out.update(_interval(p, y, pc, n_boot, rng, temper))
     return out
 
 
-def _interval(p: np.ndarray, y: np.ndarray, pc: float, n_boot: int, rng: np.random.Generator) -> dict:
+def _interval(p: np.ndarray, y: np.ndarray, pc: float, n_boot: int, rng: np.random.Generator,
+              temper: float = 1.0) -> dict:
     """The CI of one M: profile likelihood in ln p (li2.studies.intervals), never narrower than the gap,
     plus n_boot draws from the normalised likelihood (they spread over the gap, unlike a run bootstrap)."""
-    interval = pc_interval(p, y)
+    interval = pc_interval(p, y, temper=temper)
     lo, hi = interval["ci"]
     return {"ci": [min(lo, pc), max(hi, pc)], "ci_open": interval["ci_open"], "gap": interval["gap"],
-            "ci_method": "profile likelihood (logistic in ln p), contains the all-fail/all-success gap",
+            "ci_method": "profile likelihood (logistic in ln p), contains the all-fail/all-success gap"
+                         + (f"; log-likelihood tempered by {temper:g} (adaptive design)" if temper != 1.0 else ""),
             "profile": interval["profile"], "boot": draws(interval["profile"], n_boot, rng),
             "n_boot_valid": int(n_boot)}
 
@@ -204,6 +215,18 @@ def _weighted_c(orders: list[int], per_m: dict, notes: list[str]) -> dict:
                          "likelihood; scatter between M τ profiled; Student-calibrated cut-off)")}
 
 
+def _ls_form(name: str, m: np.ndarray, pc: np.ndarray, joint: np.ndarray | None) -> dict:
+    """One form by least squares: params, CIs from the joint draws (n_boot, k), R² and adjusted R²."""
+    params = _fit_form(name, m, pc)
+    r2 = _r2(pc, form_values(name, params, m))
+    ci = None
+    if joint is not None:
+        draws = [_fit_form(name, m, row) for row in joint]
+        ci = {key: [float(np.percentile([d[key] for d in draws], q)) for q in (2.5, 97.5)] for key in params}
+    return {"params": params, "params_ci": ci, "n_params": len(params), "r2": r2,
+            "r2_adj": _adjusted_r2(r2, len(m), len(params))}
+
+
 def _scaling(orders: list[int], per_m: dict, n_boot: int, seed: int, reference_c: float) -> dict:
     """All scaling fits over the bracketed M's: c weighted (intervals.fit_constant), the forms by least
     squares with CIs from joint draws of the per-M profile likelihoods."""
@@ -222,21 +245,7 @@ def _scaling(orders: list[int], per_m: dict, n_boot: int, seed: int, reference_c
     else:
         notes.append("some bracketed M has no valid draw; no CIs for the scaling fits")
 
-    forms = {}
-    for name in FORMS:
-        params = _fit_form(name, m, pc)
-        r2 = _r2(pc, form_values(name, params, m))
-        ci = None
-        if joint is not None:
-            draws = [_fit_form(name, m, row) for row in joint]
-            ci = {key: [float(np.percentile([d[key] for d in draws], q)) for q in (2.5, 97.5)] for key in params}
-        forms[name] = {
-            "params": params,
-            "params_ci": ci,
-            "n_params": len(params),
-            "r2": r2,
-            "r2_adj": _adjusted_r2(r2, n, len(params)),
-        }
+    forms = {name: _ls_form(name, m, pc, joint) for name in FORMS}
     if n == 2:
         notes.append("only 2 bracketed M's: two-parameter forms fit exactly (R² = 1), so R² cannot rank them")
 
@@ -269,8 +278,32 @@ def _scaling(orders: list[int], per_m: dict, n_boot: int, seed: int, reference_c
     }
 
 
+def _law(orders: list[int], per_m: dict) -> dict:
+    """compare_laws over the bracketed M's likelihoods, without its internal exponent profiles."""
+    law = compare_laws([per_m[o]["profile"] for o in orders], orders)
+    for fit in law["forms"].values():
+        fit.pop("exponent_profile", None)
+    return law
+
+
 # ---------------------------------------------------------------------------------------------
 # public API
+
+
+def _usable(results: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """(the rows with an accuracy, the run counts). Only a missing accuracy drops a run: a run that finished
+    but did not grok (diverged, memorised) is a failure, which is exactly the data the transition is made of."""
+    required = {"order", "train_ratio", "final_test_acc"}
+    missing = required - set(results.columns)
+    if missing:
+        raise ValueError(f"results table lacks columns {sorted(missing)}")
+    acc = pd.to_numeric(results["final_test_acc"], errors="coerce")
+    dropped = acc.isna()
+    counts: dict = {"n_runs_total": int(len(results)), "n_runs_used": int((~dropped).sum()),
+                    "n_runs_dropped_nan": int(dropped.sum())}
+    if "status" in results.columns:
+        counts["dropped_by_status"] = {str(k): int(v) for k, v in results.loc[dropped, "status"].value_counts().items()}
+    return results.loc[~dropped].assign(final_test_acc=acc[~dropped]), counts
 
 
 def analyse_phase(
@@ -279,6 +312,8 @@ def analyse_phase(
     n_boot: int = 200,
     seed: int = 0,
     reference_c: float = REFERENCE_C,
+    temper: float = 1.0,
+    laws: bool = True,
 ) -> dict:
     """p_c(M) per group order and the scaling fits; a JSON-serialisable dict (see module doc).
 
@@ -286,40 +321,28 @@ def analyse_phase(
     column exists), pc {str(M): {estimate, ci, ci_method, ci_open, gap, bracketed, reason, …}},
     bracketed, bracketed_orders, unbracketed_orders, c, c_ci (weighted, module doc), c_method,
     c_scatter_tau, c_unweighted (least squares) and its CI, r2 (of the least-squares c·ln M/M),
-    reference_c, reference_r2, alternatives, preferred, preferred_adjusted, note.
+    reference_c, reference_r2, alternatives, preferred, preferred_adjusted, note; law (with laws=True and
+    ≥ 2 bracketed M): every form fitted by likelihood and compared (li2.studies.laws.compare_laws).
+    temper ≥ 1 flattens every per-M likelihood (intervals.pc_interval): for adaptive designs (the search).
     """
-    required = {"order", "train_ratio", "final_test_acc"}
-    missing = required - set(results.columns)
-    if missing:
-        raise ValueError(f"results table lacks columns {sorted(missing)}")
-    acc = pd.to_numeric(results["final_test_acc"], errors="coerce")
-    dropped = acc.isna()
-    out: dict = {
-        "success_threshold": float(success_threshold),
-        "n_runs_total": int(len(results)),
-        "n_runs_used": int((~dropped).sum()),
-        "n_runs_dropped_nan": int(dropped.sum()),
-        "n_boot": int(n_boot),
-        "seed": int(seed),
-        "reference_c": float(reference_c),
-    }
-    # Only a missing accuracy drops a run: a run that finished but did not grok (diverged,
-    # memorised) is a failure, which is exactly the data the transition is made of.
-    if "status" in results.columns:
-        out["dropped_by_status"] = {str(k): int(v) for k, v in results.loc[dropped, "status"].value_counts().items()}
-    df = results.loc[~dropped].assign(final_test_acc=acc[~dropped])
-
+    df, out = _usable(results)
+    out.update(success_threshold=float(success_threshold), n_boot=int(n_boot), seed=int(seed),
+               reference_c=float(reference_c))
     per_m = {}
     for order, group in sorted(df.groupby("order"), key=lambda kv: kv[0]):
         rng = np.random.default_rng([seed, int(order)])  # same draws whatever other M's exist
-        per_m[int(order)] = _analyse_order(group, success_threshold, n_boot, rng)
+        per_m[int(order)] = _analyse_order(group, success_threshold, n_boot, rng, temper)
     inside = [o for o, r in per_m.items() if r["bracketed"]]
     out["bracketed"] = bool(per_m) and len(inside) == len(per_m)
     out["bracketed_orders"] = inside
     out["unbracketed_orders"] = [o for o in per_m if o not in inside]
 
+    out["temper"] = float(temper)
+    out["law"] = None
     if len(inside) >= 2:
         out.update(_scaling(inside, per_m, n_boot, seed, reference_c))
+        if laws:
+            out["law"] = _law(inside, per_m)
     else:
         out.update(
             c=None, c_ci=None, c_method=None, c_scatter_tau=None, c_unweighted=None, c_unweighted_ci=None,

@@ -255,3 +255,78 @@ def annotate_outcomes(summary: dict, metrics: pd.DataFrame, config, order: int |
         model["hint"] = _hint(outcome, config, order, ev)
         model["evidence"] = ev
     return summary
+
+
+# -- outcomes at a step budget (the phase study) ----------------------------------------------------
+#
+# A run that has not grokked when its step budget runs out is not necessarily a failure: near p_c the
+# grokking time grows steeply. `budget_outcome` says whether the budget decided the run:
+#   grokked    final test acc ≥ θ.
+#   diverged   the trainer stopped the model on a non-finite loss (decided: it will not grok).
+#   memorized  final train acc ≥ FIT and, over the last SETTLE_WINDOW of the steps trained, test accuracy
+#              gained < TEST_RISE, test loss fell by < TEST_LOSS_DROP (relative) and ‖W‖ changed by
+#              < W_SETTLED (relative): the training set is fit, nothing moves towards generalising and the
+#              weights have settled in size. (Measured on the rows before the last: the last evaluates the
+#              whole test set, the others a fixed subset of it.)
+#   stalled    the same flatness without fitting the training set (no feature learning), or collapsed: final
+#              ‖W‖ < COLLAPSED·‖W₀‖ with the training set not fit — W ≈ 0 is absorbing when σ′(0) = 0 (x², ReLU),
+#              and there the relative changes of ‖W‖ are noise. (Z127, K = 1016, Adam lr 2e-3: at p ≥ 1.3·p_ref
+#              ‖W‖ fell from 18 to ≈ 0 within 100 steps and stayed there for 4000.)
+#   undecided  anything else: the budget ran out while the run was still changing.
+# Why these signals (measured on Z41, K = 256, Adam lr 2e-3, η 5e-4, 6000 steps): runs at 0.95·p_ref that
+# grokked at steps 4000–5700 had, at step 2000, test loss falling (1.32 → 1.26 over steps 1500–2000) and
+# test accuracy rising slowly (0.02 → 0.06); runs at ≤ 0.85·p_ref that never grokked had test accuracy 0
+# and test loss rising (1.54 → 1.59). The direction of W is no criterion: under Adam at a constant
+# learning rate it still turned by ≈ 0.2–0.6 (‖ΔW‖/‖W‖ per 1000 steps) in memorised runs at step 6000.
+
+BUDGET_OUTCOMES = ("grokked", "memorized", "stalled", "diverged", "undecided")
+SETTLE_WINDOW = 0.25
+TEST_RISE = 0.02
+TEST_LOSS_DROP = 0.01
+W_SETTLED = 0.05
+
+
+def _window_change(m: pd.DataFrame, column: str) -> tuple[float, float] | None:
+    """value at the last row − value at the last row at or before (1 − SETTLE_WINDOW)·last step."""
+    if column not in m or not m[column].notna().any():
+        return None
+    rows = m[["step", column]].dropna()
+    last = float(rows["step"].iloc[-1])
+    before = rows[rows["step"] <= (1.0 - SETTLE_WINDOW) * last]
+    start = before.iloc[-1] if len(before) else rows.iloc[0]
+    return float(rows[column].iloc[-1]) - float(start[column]), float(start[column])
+
+
+def budget_outcome(m: pd.DataFrame, status: str = "", threshold: float = 0.95) -> tuple[str, dict]:
+    """One model's metrics rows (columns step, train_acc, test_acc, test_loss, w_norm; any order) and its
+    summary status → (one of BUDGET_OUTCOMES, evidence). Rules in the comment above this function."""
+    m = m.sort_values("step")
+    test, train = m["test_acc"].dropna(), m["train_acc"].dropna()
+    final_test = float(test.iloc[-1]) if len(test) else math.nan
+    final_train = float(train.iloc[-1]) if len(train) else math.nan
+    ev: dict = {"final_test_acc": final_test, "final_train_acc": final_train,
+                "steps": int(m["step"].max()) if len(m) else 0}
+    if _finite(final_test) and final_test >= threshold:
+        return "grokked", ev
+    if str(status).startswith("diverged"):
+        return "diverged", ev
+    w = m["w_norm"].dropna() if "w_norm" in m else pd.Series(dtype=float)
+    if len(w) >= 2 and w.iloc[-1] < COLLAPSED * w.iloc[0] and not (_finite(final_train) and final_train >= FIT):
+        ev["final_w_norm_ratio"] = float(w.iloc[-1] / w.iloc[0])
+        return "stalled", ev
+    # the last row evaluates the whole test set, the rows before it a fixed subset (TrainConfig.test_subset):
+    # changes are measured on the rows before it, so subset is compared with subset
+    during = m.iloc[:-1] if len(m) > 2 else m
+    acc = _window_change(during, "test_acc")
+    loss = _window_change(during, "test_loss")
+    norm = _window_change(during, "w_norm")
+    if acc is None or loss is None or norm is None:
+        return "undecided", ev
+    ev.update(test_acc_gain=acc[0], test_loss_change=loss[0] / max(abs(loss[1]), 1e-30),
+              w_norm_change=norm[0] / max(abs(norm[1]), 1e-30))
+    flat = (ev["test_acc_gain"] < TEST_RISE and ev["test_loss_change"] > -TEST_LOSS_DROP
+            and abs(ev["w_norm_change"]) < W_SETTLED)
+    ev = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in ev.items()}
+    if not flat:
+        return "undecided", ev
+    return ("memorized" if _finite(final_train) and final_train >= FIT else "stalled"), ev

@@ -61,112 +61,152 @@ def energy_figure(result: dict, path) -> None:
     plt.close(fig)
 
 
-def phase_figure(results: pd.DataFrame, analysis: dict, path_png: str | Path, path_svg: str | Path | None = None) -> None:
-    """Left: mean test accuracy over (p, M), fitted and reference p_c curves. Right: p_c(M) with CIs.
+def _plain_log_ticks(axis) -> None:
+    """0.2 rather than 2×10⁻¹, and only 1-2-3-5 labelled: the ranges span about one decade."""
+    from matplotlib import ticker
 
-    Uses a bare Figure, not pyplot, so no global figure state changes; files are written atomically.
-    """
-    from matplotlib import patheffects, ticker
-    from matplotlib.collections import PolyCollection
-    from matplotlib.figure import Figure
+    def fmt(v, _pos):
+        if v <= 0:
+            return ""
+        lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9))
+        return f"{v:g}" if lead in (1, 2, 3, 5) else ""
 
-    def plain_log_ticks(axis):
-        # 0.2 rather than 2×10⁻¹, and only 1-2-3-5 labelled: the ranges span about one decade
-        def fmt(v, _pos):
-            if v <= 0:
-                return ""
-            lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9))
-            return f"{v:g}" if lead in (1, 2, 3, 5) else ""
+    axis.set_major_formatter(ticker.FuncFormatter(fmt))
+    axis.set_minor_formatter(ticker.FuncFormatter(fmt))
 
-        axis.set_major_formatter(ticker.FuncFormatter(fmt))
-        axis.set_minor_formatter(ticker.FuncFormatter(fmt))
 
+# marker, colour and label of each run outcome (a sweep's rows have only success / failure)
+OUTCOME_STYLE = {"grokked": ("o", "tab:green", "grokked"), "memorized": ("x", "tab:red", "memorised"),
+                 "stalled": ("x", "tab:purple", "stalled"), "diverged": ("x", "k", "diverged"),
+                 "undecided": ("^", "tab:orange", "undecided at the budget cap"),
+                 "failed": ("s", "0.5", "failed to train"), "failure": ("x", "tab:red", "not generalised")}
+
+
+def _outcomes(results: pd.DataFrame, threshold: float) -> pd.Series:
+    if "outcome" in results:
+        return results["outcome"].fillna("failed").astype(str)
     acc = pd.to_numeric(results["final_test_acc"], errors="coerce")
-    df = results.loc[acc.notna()].assign(final_test_acc=acc[acc.notna()])
-    cell = df.groupby(["order", "train_ratio"])["final_test_acc"].mean()
-    orders = sorted(int(o) for o in cell.index.get_level_values(0).unique())
-    ref_c = analysis.get("reference_c", REFERENCE_C)
-    c = analysis.get("c")
+    return pd.Series(np.where(acc.isna(), "failed", np.where(acc >= threshold, "grokked", "failure")),
+                     index=results.index)
 
-    def edges(v: np.ndarray, log: bool) -> np.ndarray:
-        # cell boundaries halfway between neighbours (geometric for p), so irregular grids tile
-        w = np.log(v) if log else v.astype(float)
-        if len(w) == 1:
-            e = np.array([w[0] - 0.1, w[0] + 0.1]) if log else np.array([w[0] - 5, w[0] + 5])
-        else:
-            mid = (w[1:] + w[:-1]) / 2
-            e = np.concatenate([[w[0] - (mid[0] - w[0])], mid, [w[-1] + (w[-1] - mid[-1])]])
-        return np.exp(e) if log else e
 
-    fig = Figure(figsize=(12, 4.8), layout="constrained")
-    ax_h, ax_p = fig.subplots(1, 2)
-
-    # Left: one rectangle per (M, p) cell; each M row has its own p edges.
-    y_edges = edges(np.array(orders), log=False)
-    polys, vals = [], []
-    for i, o in enumerate(orders):
-        row = cell.loc[o]
-        ps = row.index.to_numpy(float)
-        xe = edges(ps, log=True)
-        for j, v in enumerate(row.to_numpy(float)):
-            x0, x1, y0, y1 = xe[j], xe[j + 1], y_edges[i], y_edges[i + 1]
-            polys.append([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
-            vals.append(v)
-    coll = PolyCollection(polys, array=np.array(vals), cmap="viridis", edgecolors="face")
-    coll.set_clim(0.0, 1.0)
-    ax_h.add_collection(coll)
-    ax_h.set_xscale("log")
-    xs = [pt[0] for poly in polys for pt in poly]
-    ax_h.set_xlim(min(xs), max(xs))
-    ax_h.set_ylim(y_edges[0], y_edges[-1])
-    mm = np.linspace(y_edges[0], y_edges[-1], 200)
-    mm = mm[mm > 1]
-    halo = [patheffects.withStroke(linewidth=3.5, foreground="w")]  # readable over dark and bright cells
-    ax_h.plot(ref_c * np.log(mm) / mm, mm, "k--", lw=1.5, path_effects=halo, label=f"reference c = {ref_c:g}")
-    if c is not None:
-        ax_h.plot(c * np.log(mm) / mm, mm, "r-", lw=1.5, path_effects=halo, label=f"fit c = {c:.3g}")
-    est = [(v["estimate"], int(o)) for o, v in analysis["pc"].items() if v["estimate"] is not None]
-    if est:
-        ax_h.plot(*zip(*est), "wo", ms=5, mec="k", label="p_c(M)")
-    fig.colorbar(coll, ax=ax_h, label="mean final test accuracy")
-    ax_h.set_xlabel("train ratio p")
-    ax_h.set_ylabel("group order M")
-    ax_h.set_yticks(orders)
-    plain_log_ticks(ax_h.xaxis)
-    # below the axes: every corner of the map can hold data
-    ax_h.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8)
-    ax_h.set_title("test accuracy over (M, p)")
-
-    # Right: p_c with CIs; unbracketed M's as open triangles at the grid edge they lie beyond.
-    for o_str, v in analysis["pc"].items():
-        o = int(o_str)
-        if v["estimate"] is not None:
-            lo, hi = v["ci"] if v["ci"] else (v["estimate"], v["estimate"])
-            ax_p.errorbar([o], [v["estimate"]], yerr=[[v["estimate"] - lo], [hi - v["estimate"]]],
-                          fmt="o", color="C0", capsize=3)
-        elif v["ratios"]:
-            below = v["reason"] in ("all_success", "below_grid")
-            edge = v["ratios"][0] if below else v["ratios"][-1]
-            ax_p.plot([o], [edge], "v" if below else "^", mfc="none", color="C3", ms=9)
-    ax_p.plot([], [], "o", color="C0", label="p_c (95% profile-likelihood CI)")
-    ax_p.plot([], [], "v", mfc="none", color="C3", label="unbracketed: p_c below ▽ / above △ this grid edge")
+def _runs_panel(ax, results: pd.DataFrame, analysis: dict) -> None:
+    """Every run at (p, M) marked by its outcome; each M's p_c with its interval; the reference law."""
+    from matplotlib import patheffects
+    outcome = _outcomes(results, analysis.get("success_threshold", 0.95))
+    rng = np.random.default_rng(0)   # a little vertical jitter so runs at one ratio stay visible
+    for name, (marker, colour, label) in OUTCOME_STYLE.items():
+        sel = (outcome == name).to_numpy()
+        if sel.any():
+            m = results["order"].to_numpy(float)[sel]
+            ax.scatter(results["train_ratio"].to_numpy(float)[sel], m * np.exp(rng.uniform(-0.02, 0.02, m.size)),
+                       marker=marker, color=colour, s=18, label=label, alpha=0.8)
+    for o, v in analysis["pc"].items():
+        if v.get("estimate") is not None and v.get("ci"):
+            lo, hi = v["ci"]
+            ax.errorbar([v["estimate"]], [int(o)], xerr=[[v["estimate"] - lo], [hi - v["estimate"]]], fmt="D",
+                        color="tab:blue", ms=5, capsize=3, zorder=5)
+    ax.errorbar([], [], xerr=[], fmt="D", color="tab:blue", label="p_c (95% CI)")
+    orders = sorted(int(o) for o in analysis["pc"])
     mm = np.geomspace(min(orders) * 0.9, max(orders) * 1.1, 200)
-    ax_p.plot(mm, ref_c * np.log(mm) / mm, "k--", label=f"reference {ref_c:g}·ln M/M")
-    if c is not None:
-        ax_p.plot(mm, c * np.log(mm) / mm, "r-", label=f"fit {c:.3g}·ln M/M (weighted; least-squares R²={analysis['r2']:.3f})")
-        pref = analysis.get("preferred")
-        if pref and pref != "c*ln(M)/M":
-            alt = analysis["alternatives"][pref]
-            ax_p.plot(mm, form_values(pref, alt["params"], mm), "g:", label=f"{pref} (R²={alt['r2']:.3f})")
-    ax_p.set_xscale("log")
-    ax_p.set_yscale("log")
-    plain_log_ticks(ax_p.xaxis)
-    plain_log_ticks(ax_p.yaxis)
-    ax_p.set_xlabel("group order M")
-    ax_p.set_ylabel("critical ratio p_c")
-    ax_p.legend(fontsize=8)
-    ax_p.set_title(f"p_c(M), success = test acc ≥ {analysis.get('success_threshold', 0.95):g}")
+    halo = [patheffects.withStroke(linewidth=3, foreground="w")]
+    ref_c = analysis.get("reference_c", REFERENCE_C)
+    ax.plot(ref_c * np.log(mm) / mm, mm, "k--", lw=1.2, path_effects=halo, label=f"reference c = {ref_c:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+    ax.set_yticks(orders)
+    ax.set_yticklabels([str(o) for o in orders])
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("train ratio p")
+    ax.set_ylabel("group order M")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=7)
+    ax.set_title("runs over (p, M)")
 
+
+def _law_curves(analysis: dict) -> list[tuple[str, dict, str]]:
+    """(form, params, label) of every fitted law: the likelihood fits when present, else least squares."""
+    law = analysis.get("law")
+    if law:
+        return [(n, f["params"], f"{n}: Δ{law['criterion'].upper()} {f['delta']:.1f}, {f['status']}"
+                 + (f", b = {f['params']['b']:.2f}" if "b" in f["params"] else ""))
+                for n, f in law["forms"].items()]
+    return [(n, f["params"], f"{n} (least squares, R² = {f['r2']:.3f})")
+            for n, f in (analysis.get("alternatives") or {}).items() if f.get("r2") is not None]
+
+
+def _pc_panel(ax, analysis: dict) -> None:
+    """p_c(M) with CIs on log-log axes, unbracketed M at the edge they lie beyond, every fitted law."""
+    for o, v in analysis["pc"].items():
+        if v.get("estimate") is not None:
+            lo, hi = v["ci"] if v.get("ci") else (v["estimate"], v["estimate"])
+            ax.errorbar([int(o)], [v["estimate"]], yerr=[[v["estimate"] - lo], [hi - v["estimate"]]], fmt="o",
+                        color="k", capsize=3, zorder=5)
+        elif v.get("ratios"):
+            below = v.get("reason") in ("all_success", "below_grid")
+            ax.plot([int(o)], [v["ratios"][0] if below else v["ratios"][-1]], "v" if below else "^", mfc="none",
+                    color="C3", ms=9)
+    ax.errorbar([], [], yerr=[], fmt="o", color="k", label="p_c (95% CI)")
+    orders = [int(o) for o in analysis["pc"]]
+    mm = np.geomspace(min(orders) * 0.9, max(orders) * 1.1, 200)
+    ref_c = analysis.get("reference_c", REFERENCE_C)
+    ax.plot(mm, ref_c * np.log(mm) / mm, "k--", lw=1, label=f"reference {ref_c:g}·ln M/M")
+    for i, (name, params, label) in enumerate(_law_curves(analysis)):
+        ax.plot(mm, form_values(name, params, mm), ls=("-", ":", "-.", (0, (5, 2)))[i % 4], color=f"C{i}",
+                label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        _plain_log_ticks(axis)
+    ax.set_xlabel("group order M")
+    ax.set_ylabel("critical ratio p_c")
+    ax.legend(fontsize=7)
+    ax.set_title(f"p_c(M), success = test acc ≥ {analysis.get('success_threshold', 0.95):g}")
+
+
+def _time_panel(ax, results: pd.DataFrame, analysis: dict, grok_time: dict) -> None:
+    """Grok step against p/p_c − 1 per M (log-log) with the joint law A·M^α·(p/p_c − 1)^−ν: the fit with p_c
+    free (its divergence points p_c*) when there is one, else the one at the search's p_c."""
+    free = grok_time.get("critical_free")
+    fit = free or (grok_time.get("joint") or {}).get("critical")
+    pcs = ({int(o): v for o, v in free["params"]["pc_star"].items()} if free else
+           {int(o): v["estimate"] for o, v in analysis["pc"].items() if v.get("estimate")})
+    ok = results["order"].isin(list(pcs)) & pd.to_numeric(results["grok_step"], errors="coerce").notna()
+    for i, (o, g) in enumerate(sorted(results[ok].groupby("order"), key=lambda kv: kv[0])):
+        x = g["train_ratio"].to_numpy(float) / pcs[int(o)] - 1.0
+        keep = x > 0
+        ax.plot(x[keep], g["grok_step"].to_numpy(float)[keep], "o", color=f"C{i}", ms=4, label=f"M = {int(o)}")
+        if fit and keep.any():
+            xx = np.geomspace(max(x[keep].min(), 1e-3), x[keep].max(), 50)
+            p = fit["params"]
+            ax.plot(xx, p["A"] * int(o) ** p["alpha"] * xx ** -p["nu"], "-", color=f"C{i}", lw=1)
+    if fit and fit["held_out"].get("median_factor"):
+        star = "*" if free else ""
+        ax.set_title(f"T ∝ (p/p_c{star} − 1)^−{fit['params']['nu']:.2f}; held-out error ×"
+                     f"{fit['held_out']['median_factor']:.2f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log_ticks(ax.yaxis)
+    ax.set_xlabel("p/p_c* − 1 (p_c*: where T diverges)" if free else "p/p_c − 1")
+    ax.set_ylabel("grok step T")
+    ax.legend(fontsize=7, ncol=2)
+
+
+def phase_figure(results: pd.DataFrame, analysis: dict, path_png: str | Path, path_svg: str | Path | None = None,
+                 grok_time: dict | None = None) -> None:
+    """Runs over (p, M), p_c(M) with CIs and every fitted law on log-log axes, and (given grok_time, from
+    li2.studies.grok_time) the grokking time against p/p_c − 1. `results`: one row per run with order,
+    train_ratio and an `outcome` (a search) or final_test_acc (a sweep); `analysis`: analyse_phase's dict.
+    A bare Figure (no pyplot state); written atomically."""
+    from matplotlib.figure import Figure
+    panels = 3 if grok_time else 2
+    fig = Figure(figsize=(6 * panels, 5.2), layout="constrained")
+    axes = fig.subplots(1, panels)
+    _runs_panel(axes[0], results, analysis)
+    _pc_panel(axes[1], analysis)
+    if grok_time:
+        _time_panel(axes[2], results, analysis, grok_time)
     save_figure(fig, path_png)
     if path_svg is not None:
         save_figure(fig, path_svg)
