@@ -25,6 +25,24 @@ if TYPE_CHECKING:
     from .task import Task
 
 Activation = Literal["sqr", "relu", "silu", "relusqr", "gelu"]
+Model = Literal["mlp2", "mlp", "transformer"]
+
+# Fields a config leaves unset take its --model's default here (`TrainConfig._model_defaults`), so the
+# config, and config.yaml, always hold resolved values. The fields' own defaults are mlp2's.
+#   mlp2         the two-layer network of the theory (x², MSE on class-centred targets, Adam, coupled L2)
+#   mlp          L hidden layers, ReLU (the paper's deeper nets, §6 and Fig 17: ReLU, MSE, Adam 5e-3, η 1e-4)
+#   transformer  one layer, Nanda et al. (2023): ReLU MLP, cross-entropy, AdamW lr 1e-3, η 1, β₂ 0.98,
+#                d_model 128, 4 heads, d_mlp 512
+MODEL_DEFAULTS: dict[str, dict] = {
+    "mlp2": {"activation": "sqr", "loss": "mse", "optimizer": "adam", "lr": 2e-3, "weight_decay": 5e-4,
+             "beta2": 0.999},
+    "mlp": {"activation": "relu", "loss": "mse", "optimizer": "adam", "lr": 5e-3, "weight_decay": 1e-4,
+            "beta2": 0.999, "depth": 2, "residual": False},
+    "transformer": {"activation": "relu", "loss": "ce", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1.0,
+                    "beta2": 0.98, "d_model": 128, "heads": 4, "d_mlp": 512},
+}
+MLP_ONLY = ("depth", "residual")
+TRANSFORMER_ONLY = ("d_model", "heads", "d_mlp")
 
 
 class Li2Warning(UserWarning):
@@ -83,23 +101,39 @@ class TrainConfig(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0], description="seeds, e.g. 0-7 or 0,3,5: each its own "
                                                                       "init and split")
     # model
-    width: int = Field(1024, ge=1, le=1_000_000, description="hidden nodes K")
-    activation: Activation = Field("sqr", description="hidden activation σ")
+    model: Model = Field("mlp2", description="mlp2 (the two-layer network of the theory), mlp (--depth hidden "
+                                             "layers) or transformer (one layer, Nanda et al.); options left unset "
+                                             "take the model's defaults (docs/usage.md#models)")
+    width: int = Field(1024, ge=1, le=1_000_000, description="hidden nodes K (every hidden layer of mlp2 and mlp)")
+    depth: int | None = Field(None, ge=2, le=8, description="mlp: hidden layers L (default 2)")
+    residual: bool | None = Field(None, description="mlp: residual hidden layers F_l = σ(F_{l−1} + F_{l−1}U_l) "
+                                                    "(the paper's §6; default off: F_l = σ(F_{l−1}U_l))")
+    d_model: int | None = Field(None, ge=1, le=65536, description="transformer: residual width (default 128)")
+    heads: int | None = Field(None, ge=1, le=256, description="transformer: attention heads, each d_model/heads "
+                                                              "wide (default 4)")
+    d_mlp: int | None = Field(None, ge=1, le=1_000_000, description="transformer: MLP width (default 512)")
+    activation: Activation = Field("sqr", description="hidden activation σ (default per --model: mlp2 sqr, "
+                                                      "mlp and transformer relu)")
     loss: Literal["mse", "ce"] = Field("mse", description="mse (outputs centred over classes, as the reference "
-                                                         "code) or ce (cross-entropy)")
+                                                         "code) or ce (cross-entropy); default per --model: "
+                                                         "transformer ce, else mse")
     init_scale: float = Field(1.0, ge=0, description="W init: uniform ±s/√fan_in")
     top_init_scale: float = Field(1.0, ge=0, description="V init multiplier (0 = zero-initialised top layer)")
-    layers: int = Field(0, ge=0, le=8, description="extra residual hidden layers x ← σ(x + x U)")
+    layers: int = Field(0, ge=0, le=8, description="mlp2: extra residual hidden layers x ← σ(x + x U)")
     top_layer: Literal["learned", "ridge"] = Field("learned", description="learned, or ridge: V = the ridge "
                                                                          "solution at every step (Stage-I limit)")
     # optimiser
     optimizer: Literal["sgd", "adam", "adamw", "muon"] = Field(
-        "adam", description="sgd (momentum), adam (coupled L2, as the reference), adamw, muon (on W; Adam on V)")
-    lr: float = Field(2e-3, gt=0, le=100, description="learning rate")
-    weight_decay: float = Field(5e-4, ge=0, le=100, description="weight decay η")
+        "adam", description="sgd (momentum), adam (coupled L2, as the reference), adamw, muon (on W; Adam on V); "
+                            "default per --model: transformer adamw, else adam")
+    lr: float = Field(2e-3, gt=0, le=100, description="learning rate (default per --model: mlp2 2e-3, mlp 5e-3, "
+                                                      "transformer 1e-3)")
+    weight_decay: float = Field(5e-4, ge=0, le=100, description="weight decay η (default per --model: mlp2 5e-4, "
+                                                                "mlp 1e-4, transformer 1)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     beta1: float = Field(0.9, ge=0, lt=1, description="Adam β₁")
-    beta2: float = Field(0.999, ge=0, lt=1, description="Adam β₂")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam β₂ (default per --model: transformer 0.98, "
+                                                        "else 0.999)")
     eps: float = Field(1e-8, gt=0, description="Adam ε")
     muon_lr: float | None = Field(None, gt=0, description="Muon's learning rate on W (default: --lr)")
     # schedule
@@ -134,6 +168,33 @@ class TrainConfig(BaseModel):
     deterministic: bool = Field(False, description="CUDA: torch deterministic algorithms (index_add_ / "
                                                    "scatter_add_ without atomics; steps are slower, see the "
                                                    "README); CPU runs are deterministic already")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_defaults(cls, data):
+        """Fields absent from the input take the --model's defaults (MODEL_DEFAULTS); options of another
+        model must stay unset (an explicit width must not be silently ignored by the transformer)."""
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model", "mlp2")
+        if model not in MODEL_DEFAULTS:
+            return data    # the field's own validation names the bad value
+        for key, value in MODEL_DEFAULTS[model].items():
+            if data.get(key) is None:
+                data = {**data, key: value}
+        flag = lambda k: f"--{k.replace('_', '-')}"
+        foreign = [k for k in (*MLP_ONLY, *TRANSFORMER_ONLY)
+                   if data.get(k) is not None and k not in MODEL_DEFAULTS[model]]
+        if model == "transformer" and data.get("width") not in (None, 1024):
+            foreign.append("width")
+        if model != "mlp2" and data.get("layers") not in (None, 0):
+            foreign.append("layers")
+        if foreign:
+            owner = {"width": "the MLPs", "layers": "--model mlp2 (--model mlp has --depth)"}
+            k = foreign[0]
+            owner = owner.get(k, "--model mlp" if k in MLP_ONLY else "--model transformer")
+            raise ValueError(f"{flag(k)} applies to {owner}, not to --model {model}")
+        return data
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -172,6 +233,13 @@ class TrainConfig(BaseModel):
             raise ValueError("--modulus only makes sense with --expression")
         if self.expression is not None and self.group_table is not None:
             raise ValueError("give either --group-table or --expression, not both")
+        if self.model == "transformer":
+            if self.d_model % self.heads:
+                raise ValueError(f"--d-model {self.d_model} is not a multiple of --heads {self.heads}")
+            if self.optimizer == "muon":
+                raise ValueError("--optimizer muon orthogonalises W of the MLPs; the transformer has no W")
+            if self.top_layer == "ridge":
+                raise ValueError("--top-layer ridge needs an MLP (V on top of hidden features), not the transformer")
         return self
 
     def resolved_ratio(self, order: int) -> float:

@@ -68,7 +68,8 @@ def training_config(ctx: typer.Context, options: dict) -> TrainConfig:
     fields, lines = read_config_file(config_file) if config_file is not None else ({}, {})
     from_file = set(fields)
     for name, value in options.items():
-        if name in NOT_TRAINING_OPTIONS or (config_file is not None and not given_on_command_line(ctx, name)):
+        # an option left at its default is not passed: TrainConfig then applies the --model's defaults
+        if name in NOT_TRAINING_OPTIONS or not given_on_command_line(ctx, name):
             continue
         fields[name] = value
         from_file.discard(name)
@@ -90,7 +91,8 @@ def training_config(ctx: typer.Context, options: dict) -> TrainConfig:
 
 
 def _train(ctx: typer.Context, **options) -> None:
-    """Train two-layer networks on a group-arithmetic task (defaults: Z71, p=0.4, K=1024, σ=x², MSE, Adam)."""
+    """Train networks on a group-arithmetic task (defaults: the two-layer network, Z71, p=0.4, K=1024, σ=x², MSE,
+    Adam; --model mlp or transformer for the others)."""
     with user_errors():
         resume = options["resume"]
         if resume is not None:

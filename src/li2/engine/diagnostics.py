@@ -51,6 +51,7 @@ import torch
 from ..task import DEFAULT_CENTRING
 from ..theory.ridge import gram_statistics
 from ..theory.spectra import ACTIVE_MASS, component_dimensions, components_for, spectrum_summary
+from .readouts import LayerReadouts
 from .trainer import EvalContext
 
 GRAM_SAMPLE_NODES = 256
@@ -282,7 +283,13 @@ class Diagnostics:
 
 
 def hooks_for(config, task) -> tuple:
-    """The diagnostics hooks a config asks for (none for `--diagnostics off`)."""
+    """The diagnostics hooks a config asks for (none for `--diagnostics off`): the theory diagnostics of the
+    top layer for the MLPs (F = the top hidden layer, V on top), the layer-wise read-outs
+    (li2.engine.readouts) for the deep networks."""
     if config.diagnostics == "off":
         return ()
-    return (Diagnostics(config.diagnostics, task, config.layers, config.centring, config.loss),)
+    if config.model == "transformer":
+        return (LayerReadouts(task, config.centring),)
+    extra = config.layers if config.model == "mlp2" else config.depth   # > 0: the autograd path, whole F
+    hooks = (Diagnostics(config.diagnostics, task, extra, config.centring, config.loss),)
+    return hooks if config.model == "mlp2" else (*hooks, LayerReadouts(task, config.centring))

@@ -31,11 +31,13 @@ class Batch:
 
     rows: (B·n, k) int64 indices into W viewed as (B·kM, K) — model and operand offsets baked in.
     labels: (B, n) int64.  targets: (B, n, M) centred one-hot Ỹ (mse) — None for ce.
+    tokens: (B, n, k) int64 element indices without offsets (the transformer's input sequence).
     """
 
     rows: torch.Tensor
     labels: torch.Tensor
     targets: torch.Tensor | None
+    tokens: torch.Tensor | None = None
     _chunks: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -98,7 +100,7 @@ def make_batch(inputs: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, or
     if loss == "mse":
         targets = torch.nn.functional.one_hot(y, order).to(dtype) - 1.0 / order
         targets = targets.to(device)
-    return Batch(rows.to(device), y.to(device), targets)
+    return Batch(rows.to(device), y.to(device), targets, x.to(device))
 
 
 def hidden_preactivation(W: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -123,6 +125,7 @@ class Features:
 
     F: torch.Tensor
     G: torch.Tensor | None
+    hidden: list[tuple[torch.Tensor, torch.Tensor]] | None = None   # deep MLP: (F_l, G_l) of every hidden layer
 
 
 @dataclass
@@ -158,6 +161,9 @@ class TwoLayerNet:
     blas: GEMM library of the fused CPU path ("auto" measures, see engine/blas.py); threads: its lane
     workers (default: torch's thread count now); fused=False forces the torch-ops path everywhere.
     """
+
+    name = "mlp2"
+    bottom, top = "W", "V"     # the lowest and the top layer (w_norm, v_norm; drift)
 
     def __init__(self, activation: str, loss: str, layers: int = 0, block: int | None = None,
                  blas: str = "auto", threads: int | None = None, fused: bool = True):

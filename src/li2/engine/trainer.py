@@ -25,7 +25,8 @@ import torch
 from ..config import TrainConfig
 from ..task import Task, split
 from ..theory.ridge import ridge_top_layer
-from .model import Batch, Evaluation, Features, TwoLayerNet, init_params, make_batch
+from .model import Batch, Evaluation, Features, make_batch
+from .networks import Network, build_network, embedding, initial_params
 from .optim import Optimizer
 
 BASE_COLUMNS = ("step", "seed", "train_loss", "train_acc", "test_loss", "test_acc", "w_norm", "v_norm")
@@ -36,16 +37,19 @@ class EvalContext:
     """What a diagnostics hook sees at an evaluation step (all tensors stacked over B models)."""
 
     step: int
-    model: TwoLayerNet
+    model: Network
     params: dict[str, torch.Tensor]
-    W0: torch.Tensor
+    W0: torch.Tensor                # the lowest layer at initialisation (model.bottom: W, or the embedding)
     train: Batch
     features: Features | None       # F and G_F on the training rows, (B, n, K) each; None when no
                                     # hook asked for them (needs_features = False)
     weight_decay: torch.Tensor      # (B,)
     task: Task
     config: TrainConfig
-    V0: torch.Tensor | None = None  # V at initialisation (B, K, M)
+    V0: torch.Tensor | None = None  # the top layer at initialisation (model.top: V (B, K, M), or the unembedding)
+    grads: dict[str, torch.Tensor] | None = None   # ∂L_mean/∂θ of this pass, like params (None at a final
+                                                   # evaluation without hooks)
+    init: dict[str, torch.Tensor] | None = None    # every parameter at initialisation, like params
 
 
 class DiagnosticsHook(Protocol):
@@ -62,7 +66,7 @@ class UnitResult:
     status: list[str]
     wall_seconds: list[float]
     stopped_step: list[int] = field(default_factory=list)
-    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)   # step → W (B, kM, K)
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)   # step → model.embedding (B, rows, width)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,6 +96,11 @@ def evaluation_subset(test_idx: torch.Tensor, seeds: list[int], size: int) -> to
 TEST_SUBSET_SEED_OFFSET = 7919   # the subset's draw is independent of the split's (seeded by the seed itself)
 
 
+def _norms(x: torch.Tensor) -> torch.Tensor:
+    """‖x_b‖_F per model: (B, …) → (B,)."""
+    return x.norm(dim=(1, 2)) if x.dim() == 3 else x.reshape(x.shape[0], -1).norm(dim=1)
+
+
 class Trainer:
     """Trains B models (one per seed) of identical shapes on the same task, stacked."""
 
@@ -106,7 +115,7 @@ class Trainer:
         self.want_F = any(getattr(h, "needs_features", True) for h in hooks)
         b = len(self.seeds)
         m = task.order
-        self.model = TwoLayerNet(config.activation, config.loss, config.layers, blas=config.blas)
+        self.model = build_network(config, task)
         splits = [split(task.num_samples, ratio, s) for s in self.seeds]
         train_idx = torch.stack([s[0] for s in splits])
         test_idx = torch.stack([s[1] for s in splits])
@@ -116,11 +125,12 @@ class Trainer:
         sub_idx = evaluation_subset(test_idx, self.seeds, config.test_subset)
         self.test_during = (self.test if sub_idx is test_idx else
                             make_batch(task.inputs, task.labels, sub_idx, m, config.loss, self.dtype, device))
-        inits = [init_params(m, task.operands, config.width, config.layers, s, config.init_scale,
-                             config.top_init_scale, self.dtype) for s in self.seeds]
+        inits = [initial_params(config, task, s, self.dtype) for s in self.seeds]
         self.params = {k: torch.stack([p[k] for p in inits]).to(device) for k in inits[0]}
-        self.W0 = self.params["W"].clone()
-        self.V0 = self.params["V"].clone()     # not checkpointed: the init is a function of the seed
+        # not checkpointed (but W0, the lowest layer's, is): the init is a function of the seed
+        self.init = {k: v.clone() for k, v in self.params.items()}
+        self.W0 = self.init[self.model.bottom]
+        self.V0 = self.init[self.model.top]
         per_model = lambda vals, default: torch.tensor(vals if vals is not None else [default] * b,
                                                        dtype=torch.float64, device=device)
         self.lr = per_model(lr, config.lr)
@@ -142,7 +152,7 @@ class Trainer:
         self.diverged = torch.zeros(b, dtype=torch.bool)
         self.last_good = {k: v.clone() for k, v in self.params.items()}
         self.rows: list[dict] = []
-        self.snapshots: dict[int, torch.Tensor] = {}               # step → W (B, kM, K) for spectrum figures
+        self.snapshots: dict[int, torch.Tensor] = {}               # step → embedding for spectrum figures
         self.elapsed = 0.0
         self._start = 0.0                                          # perf_counter origin of `elapsed`
 
@@ -183,7 +193,7 @@ class Trainer:
                     self._check_finite(train_eval.loss)
                 if evaluating:
                     recorded = len(self.rows)
-                    self._evaluate(step, train_eval, feats, final)
+                    self._evaluate(step, train_eval, feats, final, grads)
                     if evaluated is not None:
                         evaluated(self.rows[recorded:])
                 if final or not bool(self.active.any()):
@@ -194,7 +204,7 @@ class Trainer:
                     progress(int(self.active.sum()))
             self._tick()
             if self.step not in self.snapshots:
-                self.snapshots[self.step] = self.params["W"].detach().cpu().clone()
+                self.snapshots[self.step] = embedding(self.config, self.params, self.task.order).detach().cpu().clone()
             return self.result()
         finally:
             torch.set_num_threads(threads)
@@ -219,7 +229,7 @@ class Trainer:
 
     def _maybe_snapshot(self, step: int) -> None:
         if step in self.snap_steps or step >= self.config.steps:
-            self.snapshots[step] = self.params["W"].detach().cpu().clone()
+            self.snapshots[step] = embedding(self.config, self.params, self.task.order).detach().cpu().clone()
 
     def _pass(self, evaluating: bool, final: bool):
         """One pass over the training rows → (Evaluation, grads or None, Features or None).
@@ -241,14 +251,15 @@ class Trainer:
             hook.on_block(chunk, F, D, scale)
 
     def _update(self, grads: dict[str, torch.Tensor]) -> None:
-        if self.ridge:
-            grads.pop("V")
-            self.opt.step({"W": self.params["W"]}, grads, self.active)
+        if self.ridge:   # V is the ridge solution: every layer below it learns
+            grads.pop(self.model.top)
+            self.opt.step({k: v for k, v in self.params.items() if k != self.model.top}, grads, self.active)
         else:
             self.opt.step(self.params, grads, self.active)
 
     # -- one evaluation ------------------------------------------------------------------------
-    def _evaluate(self, step: int, train_eval: Evaluation, feats: Features | None, final: bool) -> None:
+    def _evaluate(self, step: int, train_eval: Evaluation, feats: Features | None, final: bool,
+                  grads: dict[str, torch.Tensor] | None = None) -> None:
         """Test split (its fixed subset before the final step: config.test_subset), diagnostics hooks,
         one metrics row per running model, early stop."""
         self._tick()
@@ -258,11 +269,11 @@ class Trainer:
             "train_loss": train_eval.loss, "train_acc": train_eval.acc,
             "test_loss": test_eval.loss if test_eval else torch.full_like(train_eval.loss, float("nan")),
             "test_acc": test_eval.acc if test_eval else torch.full_like(train_eval.acc, float("nan")),
-            "w_norm": self.params["W"].norm(dim=(1, 2)), "v_norm": self.params["V"].norm(dim=(1, 2)),
+            "w_norm": _norms(self.params[self.model.bottom]), "v_norm": _norms(self.params[self.model.top]),
         }
         if self.hooks:
             ctx = EvalContext(step, self.model, self.params, self.W0, self.train, feats, self.weight_decay,
-                              self.task, self.config, self.V0)
+                              self.task, self.config, self.V0, grads, self.init)
             for hook in self.hooks:
                 cols.update(hook(ctx))
         cols = {k: v.detach().double().cpu().tolist() for k, v in cols.items()}

@@ -41,6 +41,7 @@ from .pool import RunPool
 
 # The recipe modules, by plain import (absolute: `from . import x` would name this package's face,
 # which re-exports this registry).
+import li2.recipes.architectures as architectures  # noqa: E402  isort: skip
 import li2.recipes.dynamics as dynamics  # noqa: E402  isort: skip
 import li2.recipes.energy as energy  # noqa: E402  isort: skip
 import li2.recipes.learning_rate as learning_rate  # noqa: E402  isort: skip
@@ -57,7 +58,7 @@ import li2.recipes.zero_init as zero_init  # noqa: E402  isort: skip
 MODULES: dict[str, ModuleType] = {
     "dynamics": dynamics, "energy": energy, "phase": phase, "muon": muon, "learning-rate": learning_rate,
     "zero-init": zero_init, "multilayer": multilayer, "ridge-top": ridge_top, "width": width,
-    "memorization": memorization, "nonabelian": nonabelian, "ungrokking": ungrokking}
+    "memorization": memorization, "nonabelian": nonabelian, "ungrokking": ungrokking, "architectures": architectures}
 RECIPES = tuple(MODULES)            # `reproduce all` runs these, in this order
 SIZES = ("smoke", "quick", "full")
 # Being rewritten on other branches: may lack `plan` and the setting keys until they land.

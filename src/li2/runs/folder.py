@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from pydantic import ValidationError
 
-from ..config import TrainConfig
+from ..config import MODEL_DEFAULTS, TrainConfig
 from ..engine.blas import resolved_blas
 from ..store import StoreError, is_leftover, load_checkpoint, read_json, read_parquet, read_yaml
 from ..task import Task, train_size
@@ -55,13 +55,17 @@ class RunResult:
 
 def resolved_config(config: TrainConfig, task: Task, ratio: float, device: torch.device) -> dict:
     """config.yaml's content: the config, what it resolved to, and the versions that ran it."""
+    resolved = {"group": task.group.name, "order": task.order, "is_group": task.group.is_group,
+                "train_ratio": ratio, "num_samples": task.num_samples,
+                "train_size": train_size(task.num_samples, ratio), "device": str(device),
+                "eval_steps": "auto" if config.eval_every is None else config.eval_every,
+                "blas": (resolved_blas(config.blas, device) if config.layers == 0 and config.model == "mlp2"
+                         else "torch")}
+    if config.model != "mlp2":   # the values options left unset took (config.MODEL_DEFAULTS)
+        resolved["model_defaults"] = dict(MODEL_DEFAULTS[config.model])
     return {
         "config": config.model_dump(mode="json"),
-        "resolved": {"group": task.group.name, "order": task.order, "is_group": task.group.is_group,
-                     "train_ratio": ratio, "num_samples": task.num_samples,
-                     "train_size": train_size(task.num_samples, ratio), "device": str(device),
-                     "eval_steps": "auto" if config.eval_every is None else config.eval_every,
-                     "blas": resolved_blas(config.blas, device) if config.layers == 0 else "torch"},
+        "resolved": resolved,
         "versions": {"li2": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
     }
 

@@ -19,10 +19,13 @@ import torch
 
 from ..config import TrainConfig, build_task, warn_capacity
 from ..engine.diagnostics import hooks_for
+from ..engine.networks import embedding, embedding_blocks
 from ..engine.trainer import DiagnosticsHook, Trainer, UnitResult, resolve_device
 from ..store import clean_leftovers, read_yaml, write_json, write_parquet, write_yaml
 from ..task import Task
+from ..theory.layers import layer_timing
 from ..theory.outcomes import annotate_outcomes, first_step, grok_step
+from ..theory.spectra import components_for, embedding_spectrum
 from ..theory.stages import annotate_summary
 from ..views.figures import run_figures
 from .checkpoints import latest_checkpoint, restore, run_identity, save_final, save_step, unit_name, verify_units
@@ -105,6 +108,23 @@ def summarise(metrics: pd.DataFrame, unit_results: list[UnitResult], threshold: 
     return {"models": models}
 
 
+def annotate_architecture(summary: dict, metrics: pd.DataFrame, params: dict, config: TrainConfig,
+                          task: Task) -> None:
+    """Add to every model of summary.json "embedding" (the final embedding's key components:
+    li2.theory.spectra.embedding_spectrum; groups only) and, for the deep networks, "layers" (which layer
+    moved first: li2.theory.layers.layer_timing)."""
+    components = components_for(task.group)
+    for model in summary["models"]:
+        seed = model["seed"]
+        if components is not None and seed in params:
+            E = embedding(config, params[seed], task.order)
+            model["embedding"] = embedding_spectrum(E, components, embedding_blocks(config, task.operands)).records()[0]
+        if config.model != "mlp2":
+            timing = layer_timing(metrics[metrics.seed == seed])
+            if timing is not None:
+                model["layers"] = timing
+
+
 def _config_of(config: TrainConfig | dict | None, overrides: dict) -> TrainConfig:
     if config is None:
         return TrainConfig(**overrides)
@@ -183,6 +203,7 @@ def train(config: TrainConfig | dict | None = None, out: str | Path | None = Non
         annotate_summary(summary, metrics, config)
         annotate_outcomes(summary, metrics, config, task.order)
         params = {seed: {k: v[i] for k, v in u.params.items()} for u in results for i, seed in enumerate(u.seeds)}
+        annotate_architecture(summary, metrics, params, config, task)
         snapshots = {seed: {step: w[i] for step, w in sorted(u.snapshots.items())}
                      for u in results for i, seed in enumerate(u.seeds)}
         if write:

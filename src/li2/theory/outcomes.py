@@ -66,7 +66,7 @@ GROK_TIME_FIT = {"const": -0.577, "lr": -0.533, "weight_decay": -0.623, "ratio_o
 GROK_TIME_RANGE = {"lr": (5e-4, 8e-3), "weight_decay": (1e-4, 2e-3), "ratio_over_critical": (1.2, 2.4),
                    "width": (128, 2048), "order": (23, 71)}
 GROK_TIME_SETTINGS = {"optimizer": "adam", "activation": "sqr", "loss": "mse", "layers": 0, "top_layer": "learned",
-                      "operands": 2, "init_scale": 1.0, "top_init_scale": 1.0}
+                      "operands": 2, "init_scale": 1.0, "top_init_scale": 1.0, "model": "mlp2"}
 
 
 # -- read-outs of one model's curve --------------------------------------------------------------

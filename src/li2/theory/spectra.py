@@ -162,3 +162,60 @@ def spectrum_summary(W: torch.Tensor, components, operands: int = 2, active_thre
     mean_dom = (dom_frac * active).sum(-1) / n_active.clamp_min(1)
     return SpectrumSummary(tuple(components.names), norm, active, dom, dom_frac, learned, n_active, coverage,
                            diversity, mean_dom, hist.long(), lhist.long())
+
+
+# -- the spectrum of a whole embedding matrix ------------------------------------------------------------
+
+# Key components of an embedding (Nanda et al.'s "key frequencies" for Z_M): the fewest non-trivial
+# isotypic components, largest first, that hold KEY_MASS of the non-trivial energy. A random embedding
+# spreads its energy by dimension (≈ 80% of the components are needed); a grokked transformer's
+# embedding holds it in a handful.
+KEY_MASS = 0.8
+
+
+@dataclass
+class EmbeddingSpectrum:
+    """shares (B, C): each component's fraction of the embedding's non-trivial energy (trivial: 0);
+    key (B, C) bool: the key components (KEY_MASS); count (B,): how many; held (B,): their total share;
+    trivial_share (B,): the trivial component's fraction of the whole energy."""
+
+    names: tuple[str, ...]
+    shares: torch.Tensor
+    key: torch.Tensor
+    count: torch.Tensor
+    held: torch.Tensor
+    trivial_share: torch.Tensor
+
+    def records(self) -> list[dict]:
+        """JSON-ready per model: key components (largest share first) with their shares."""
+        out = []
+        for b in range(self.shares.shape[0]):
+            idx = [c for c in torch.argsort(self.shares[b], descending=True).tolist() if bool(self.key[b, c])]
+            out.append({"key": [self.names[c] for c in idx], "key_shares": [float(self.shares[b, c]) for c in idx],
+                        "count": int(self.count[b]), "held": float(self.held[b]),
+                        "trivial_share": float(self.trivial_share[b])})
+        return out
+
+
+def embedding_spectrum(E: torch.Tensor, components, blocks: int = 1, mass: float = KEY_MASS) -> EmbeddingSpectrum:
+    """Spectrum of a whole embedding. E: (B, blocks·M, width) or (blocks·M, width), block j = the rows of
+    operand j (one block for a shared token embedding): energy_c = Σ_blocks Σ_columns ‖P_c e‖²."""
+    Q, ind = _basis(components)
+    M = Q.shape[0]
+    if E.ndim == 2:
+        E = E.unsqueeze(0)
+    B, rows, K = E.shape
+    if rows != blocks * M:
+        raise ValueError(f"embedding has {rows} rows, expected blocks·M = {blocks}·{M}")
+    E = E.detach().to(torch.float64)
+    coeff = torch.einsum("bjmi,mr->bjir", E.reshape(B, blocks, M, K), torch.as_tensor(Q, device=E.device))
+    energy = coeff.square().sum((1, 2)) @ torch.as_tensor(ind, device=E.device)          # (B, C)
+    total = energy.sum(-1)
+    rest = energy[:, 1:].sum(-1, keepdim=True)
+    shares = torch.cat([torch.zeros_like(rest), energy[:, 1:] / rest.clamp_min(1e-300)], -1)
+    srt, idx = shares.sort(-1, descending=True)
+    before = srt.cumsum(-1) - srt                       # share of the components ranked above
+    keep = (before < mass) & (srt > 0)
+    key = torch.zeros_like(keep).scatter(-1, idx, keep)
+    return EmbeddingSpectrum(tuple(components.names), shares, key, key.sum(-1), (shares * key).sum(-1),
+                             energy[:, 0] / total.clamp_min(1e-300))

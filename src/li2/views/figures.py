@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
+from ..engine.networks import embedding_blocks  # noqa: E402
 from ..store import save_figure  # noqa: E402
 from ..theory.spectra import components_for, node_spectrum, spectrum_summary  # noqa: E402
 
@@ -171,14 +172,54 @@ def spectra_figure(snapshots: dict[int, torch.Tensor], components, operands: int
     return fig
 
 
+LAYER_PANELS = (("drift_", "drift ‖θ − θ₀‖ / ‖θ₀‖ per layer", "log"), ("grad_", "‖∂L/∂θ‖ per layer", "log"),
+                ("energy_share_h", "label share of F_l's energy", "linear"),
+                ("grad_align_h", "cos(G_l, ỸỸᵀF_l)", "linear"))
+
+
+def layers_figure(metrics: pd.DataFrame, title: str = ""):
+    """The layer-wise read-outs of the deep networks (li2.engine.readouts) against step, first seed: one
+    line per layer, bottom layer darkest; None without them."""
+    m = metrics[metrics.seed == metrics.seed.min()].sort_values("step")
+    panels = [(pre, label, scale, [c for c in m.columns if c.startswith(pre) and m[c].notna().any()
+                                   and not (pre == "grad_" and c.startswith(("grad_norm", "grad_align",
+                                                                            "grad_missing")))])
+              for pre, label, scale in LAYER_PANELS]
+    panels = [p for p in panels if p[3]]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, (pre, label, scale, cols) in zip(axes[0], panels):
+        for i, col in enumerate(cols):
+            shade = plt.cm.viridis(i / max(1, len(cols) - 1))
+            ax.plot(_x(m.step), m[col], color=shade, label=col[len(pre):] if pre.endswith("_") else col[len(pre) - 1:])
+        ax.set(xscale="log", yscale=scale if scale == "linear" or _has_positive(m[cols].stack()) else "linear",
+               xlabel="step + 1", title=label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    if title:
+        fig.suptitle(plain_text(title))
+    fig.tight_layout()
+    return fig
+
+
+def run_title(config, task) -> str:
+    """A run's figure title: the task and the network's size."""
+    size = {"mlp2": f"K={config.width}", "mlp": f"mlp L={config.depth} K={config.width}",
+            "transformer": f"transformer d={config.d_model} H={config.heads} d_mlp={config.d_mlp}"}[config.model]
+    return f"{task.group.name}  p={config.train_ratio}  {size}  σ={config.activation}"
+
+
 def run_figures(out_dir: Path, metrics: pd.DataFrame, summary: dict, config, task,
                 snapshots: dict | None = None) -> list[Path]:
-    """Write every figure of a run folder: curves.png, dynamics.png, spectra.png; returns their paths."""
+    """Write every figure of a run folder: curves.png, dynamics.png, layers.png (deep networks), spectra.png;
+    returns their paths."""
     out_dir = Path(out_dir)
-    title = f"{task.group.name}  p={config.train_ratio}  K={config.width}  σ={config.activation}"
+    title = run_title(config, task)
     written = []
     for name, fig in (("curves.png", curves_figure(metrics, summary, title)),
-                      ("dynamics.png", dynamics_figure(metrics, summary, title))):
+                      ("dynamics.png", dynamics_figure(metrics, summary, title)),
+                      ("layers.png", layers_figure(metrics, title))):
         if fig is not None:
             save_figure(fig, out_dir / name)
             plt.close(fig)
@@ -187,7 +228,8 @@ def run_figures(out_dir: Path, metrics: pd.DataFrame, summary: dict, config, tas
     if snapshots and seed in snapshots and task.group.is_group and config.diagnostics != "off":
         components = components_for(task.group)
         if components is not None:
-            fig = spectra_figure(snapshots[seed], components, task.operands, f"node spectra, seed {seed}")
+            fig = spectra_figure(snapshots[seed], components, embedding_blocks(config, task.operands),
+                                 f"{'embedding' if config.model == 'transformer' else 'node'} spectra, seed {seed}")
             save_figure(fig, out_dir / "spectra.png")
             plt.close(fig)
             written.append(out_dir / "spectra.png")
