@@ -134,6 +134,16 @@ def test_stacked_and_sequential_runs_agree(arch):
             assert torch.allclose(v, stack.params[seed][k], atol=1e-5), (seed, k)
 
 
+def test_transformer_repeats_bit_for_bit_on_two_threads():
+    # large enough (n·d_model ≥ 32768) that a gather's backward by index_put_ would add in parallel with
+    # atomics and differ between repeats
+    common = dict(group="Z53", train_ratio=0.5, steps=20, eval_every=10, seeds=[0], write=False, figures=False,
+                  threads=2, diagnostics="off", model="transformer", d_model=64, heads=4, d_mlp=128)
+    first, second = train(**common), train(**common)
+    for k, v in first.params[0].items():
+        assert torch.equal(v, second.params[0][k]), k
+
+
 # -- the same pipeline -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,arch,flags", [

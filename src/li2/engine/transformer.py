@@ -89,8 +89,10 @@ class Transformer:
             score_table = (key_table * q[:, None]).sum(-1)                        # (B, M, H)
             value_table = torch.einsum("bmd,bhde->bmhe", x, p["W_V"]).reshape(B * M, H * h)
             rows = (tokens[..., t] + offsets).reshape(-1)                         # (B·n,)
-            scores.append(score_table.reshape(B * M, H)[rows].view(B, n, H))
-            values.append(value_table[rows].view(B, n, H, h))
+            # index_select, not [rows]: the latter's backward (index_put_ with accumulate) adds in parallel
+            # with atomics on a multi-threaded CPU, so 2-thread runs would not repeat; index_add_ sums in order
+            scores.append(score_table.reshape(B * M, H).index_select(0, rows).view(B, n, H))
+            values.append(value_table.index_select(0, rows).view(B, n, H, h))
         attn = torch.softmax(torch.stack(scores, -1), -1)                         # (B, n, H, T)
         mixed = sum(attn[..., t, None] * v for t, v in enumerate(values))         # (B, n, H, h)
         r1 = x_eq[:, None] + torch.bmm(mixed.reshape(B, n, H * h), p["W_O"].reshape(B, H * h, d))

@@ -55,20 +55,20 @@ from .common import (
     spearman,
     train_runs,
 )
+from .phase import form_verdict
 
 CLAIM = ("Thm 4 / Fig 5, extended by §6 to deeper networks: the training ratio above which the network "
          "generalises scales as p_c = c·ln M / M — here asked of a two-layer network, a three-layer MLP and a "
          "one-layer transformer (Nanda et al.'s), with the same c or not.")
 SUCCESS = 0.95
 MIN_BRACKETED = 3
-FORM_R2_MIN, FORM_R2_BAD = 0.8, 0.5
-FORM_ADJ_MARGIN, FORM_ADJ_BAD = 0.01, 0.05
 HANDFUL = 8            # the peer check: "a handful" of key frequencies is at most this many
 MAX_RATIO = 0.9        # grid ratios are capped here: at p = 1 there is no test set, so nothing to measure
 RULE = (f"per architecture, from li2.studies.phase.analyse_phase on its runs (success = final test acc >= {SUCCESS}): "
-        f"needs >= {MIN_BRACKETED} bracketed M, else inconclusive; supports if R²(c·ln M/M) >= {FORM_R2_MIN} and its "
-        f"adjusted R² is within {FORM_ADJ_MARGIN} of the best of the four forms (c·ln M/M, a·M^-b·ln M, c/√M, "
-        f"a·M^-b); contradicts if R² < {FORM_R2_BAD} or it trails the best adjusted R² by more than {FORM_ADJ_BAD}; "
+        f"needs >= {MIN_BRACKETED} bracketed M, else inconclusive; then the phase recipe's form rule on the law "
+        f"comparison of analyse_phase (studies.laws: every form fitted by likelihood with each p_c weighted by its "
+        f"interval): contradicts if c·ln M/M is excluded (LR test of b = 1 inside a·M^-b·ln M rejected at 5%, or "
+        f"ΔAICc > 10); supports if it is not excluded (ΔAICc <= 4) while c/sqrt(M) is excluded or disfavoured; "
         f"else inconclusive. overall (\"the threshold scales as ln M/M for every architecture\"): supports if every "
         f"architecture supports, contradicts if any contradicts, else inconclusive. Same c or not is reported (the "
         f"95% intervals of c overlap or not), not judged. --full adds the part peer_nanda: supports if the "
@@ -161,19 +161,9 @@ def plan(size: str, in_all: bool = False) -> Plan:
 def judge_form(analysis: dict) -> tuple[str, str]:
     """(verdict, reason) of one architecture's phase analysis under RULE."""
     inside = analysis.get("bracketed_orders") or []
-    if len(inside) < MIN_BRACKETED or analysis.get("r2") is None or not analysis.get("alternatives"):
-        return "inconclusive", f"{len(inside)} bracketed M (need {MIN_BRACKETED})"
-    forms = analysis["alternatives"]
-    adj = {k: v["r2_adj"] for k, v in forms.items() if v.get("r2_adj") is not None}
-    own = forms["c*ln(M)/M"]["r2_adj"]
-    best = max(adj.values()) if adj else None
-    r2 = analysis["r2"]
-    text = f"R²(c·ln M/M) = {r2:.3f}, adjusted {own:.3f} vs best {best:.3f} ({max(adj, key=adj.get)})"
-    if r2 < FORM_R2_BAD or (best is not None and own < best - FORM_ADJ_BAD):
-        return "contradicts", text
-    if r2 >= FORM_R2_MIN and (best is None or own >= best - FORM_ADJ_MARGIN):
-        return "supports", text
-    return "inconclusive", text
+    if len(inside) < MIN_BRACKETED or not analysis.get("law"):
+        return "inconclusive", f"{len(inside)} bracketed M (need {MIN_BRACKETED}) → inconclusive"
+    return form_verdict(analysis["law"])
 
 
 def judge_peer(peer: dict | None) -> str | None:
@@ -189,7 +179,7 @@ def verdict(m: dict) -> tuple[str, dict, list[str]]:
     parts, reasons = {}, []
     for arch, a in m["architectures"].items():
         parts[arch], why = judge_form(a["analysis"])
-        reasons.append(f"{arch}: {why} → {parts[arch]}")
+        reasons.append(f"{arch}: {why}")
     peer = judge_peer(m.get("peer"))
     if peer is not None:
         parts["peer_nanda"] = peer

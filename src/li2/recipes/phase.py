@@ -157,6 +157,20 @@ def plan(size: str) -> Plan:
 FORM_VERDICT = {"not excluded": "supports", "excluded": "contradicts", "disfavoured": "inconclusive"}
 
 
+def form_verdict(law: dict) -> tuple[str, str]:
+    """(verdict, reason) on the form c·ln M/M from a compare_laws result (RULE's "form" part before the budget
+    check): its own status decides, but "supports" needs the rival c/√M excluded or disfavoured."""
+    mine, test = law["forms"]["c*ln(M)/M"], law["lr_tests"]["c*ln(M)/M"]
+    rival = law["forms"]["c/sqrt(M)"]
+    form = FORM_VERDICT[mine["status"]]
+    if form == "supports" and rival["status"] == "not excluded":
+        form = "inconclusive"
+    p_txt = "n/a" if test["p_value"] is None else f"{test['p_value']:.3g}"
+    return form, (f"c·ln M/M is {mine['status']} (LR test of b = 1: p = {p_txt}; Δ{law['criterion'].upper()} = "
+                  f"{mine['delta']:.2f}), c/√M is {rival['status']} (Δ = {rival['delta']:.2f}); preferred "
+                  f"{law['preferred']} → {form}")
+
+
 def verdict(analysis: dict) -> tuple[str, dict, list[str]]:
     """(verdict, {"form", "constant", "budget"}, reasons) from an analyse_search result, by RULE."""
     phase = analysis["phase"]
@@ -164,16 +178,8 @@ def verdict(analysis: dict) -> tuple[str, dict, list[str]]:
     if n_in < MIN_BRACKETED or phase.get("c_ci") is None or not phase.get("law"):
         reason = f"{n_in} bracketed M (need {MIN_BRACKETED}) or no CI for c"
         return "inconclusive", {"form": "inconclusive", "constant": "inconclusive", "budget": "inconclusive"}, [reason]
-    law = phase["law"]
-    mine, test = law["forms"]["c*ln(M)/M"], law["lr_tests"]["c*ln(M)/M"]
-    rival = law["forms"]["c/sqrt(M)"]
-    form = FORM_VERDICT[mine["status"]]
-    if form == "supports" and rival["status"] == "not excluded":
-        form = "inconclusive"
-    p_txt = "n/a" if test["p_value"] is None else f"{test['p_value']:.3g}"
-    reasons = [f"form: c·ln M/M is {mine['status']} (LR test of b = 1: p = {p_txt}; Δ{law['criterion'].upper()} = "
-               f"{mine['delta']:.2f}), c/√M is {rival['status']} (Δ = {rival['delta']:.2f}); preferred "
-               f"{law['preferred']} → {form}"]
+    form, why = form_verdict(phase["law"])
+    reasons = [f"form: {why}"]
     check = analysis["budget_check"]
     if not check["stable"]:
         star = (analysis.get("grok_time") or {}).get("pc_star_law")
