@@ -140,8 +140,9 @@ def _deviations(name: str) -> list[dict]:
     return devs
 
 
-def plan(size: str) -> Plan:
-    spec = search_spec(size)
+def plan(size: str, in_all: bool = False) -> Plan:
+    name = size_name(size, in_all)
+    spec = search_spec(name)
     cost = estimate_cost(spec)
     runs, seconds = cost["runs"], cost["typical_core_seconds"]
     if size == "full":
@@ -149,7 +150,7 @@ def plan(size: str) -> Plan:
         runs += estimate_cost(check)["runs"]
         seconds += estimate_cost(check)["typical_core_seconds"]
     return {"runs": runs, "core_hours": float(f"{seconds / 3600:.4g}"), "paper_setting": PAPER,
-            "setting": _setting(size), "deviations": _deviations(size)}
+            "setting": _setting(name), "deviations": _deviations(name)}
 
 
 # -- verdict ------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ over the machine's cores); rerunning a recipe into the same folder resumes it.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from pathlib import Path
@@ -77,14 +78,16 @@ def has_plan(name: str) -> bool:
     return callable(getattr(MODULES[name], "plan", None))
 
 
-def plan(name: str, size: str) -> Plan | None:
-    """What recipe `name` would train at `size` (PLAN_KEYS); None for a CONTRACT_PENDING recipe without one."""
+def plan(name: str, size: str, in_all: bool = False) -> Plan | None:
+    """What recipe `name` would train at `size` (PLAN_KEYS); None for a CONTRACT_PENDING recipe without one.
+    in_all: its share of `reproduce all` (recipes whose plan takes `in_all` shrink there)."""
     _check_name(name, size)
     if not has_plan(name):
         if name in CONTRACT_PENDING:
             return None
         raise ContractError(f"recipe '{name}' has no plan(size)")
-    p = MODULES[name].plan(size)
+    fn = MODULES[name].plan
+    p = fn(size, in_all=True) if in_all and "in_all" in inspect.signature(fn).parameters else fn(size)
     missing = [k for k in PLAN_KEYS if k not in p]
     if missing:
         raise ContractError(f"recipe '{name}': plan lacks {', '.join(missing)}")
@@ -160,7 +163,9 @@ def _check_name(name: str, size: str) -> None:
 def plans(name: str, size: str) -> dict[str, Plan | None]:
     """plan(n, size) for recipe `name` or for every recipe ("all")."""
     _check_name(name, size)
-    return {n: plan(n, size) for n in (RECIPES if name == "all" else (name,))}
+    if name == "all":
+        return {n: plan(n, size, in_all=True) for n in RECIPES}
+    return {name: plan(name, size)}
 
 
 def reproduce(name: str, out_dir: str | Path, quick: bool = True, progress: Callable[[str], None] | None = None,
@@ -179,7 +184,7 @@ def reproduce(name: str, out_dir: str | Path, quick: bool = True, progress: Call
     workers = workers or (1 if size == "smoke" else max(1, os.cpu_count() or 1))
     names = list(RECIPES) if name == "all" else [name]
     if size == "full":
-        ps = {n: plan(n, size) for n in names}
+        ps = {n: plan(n, size, in_all=name == "all") for n in names}
         hours = sum(p["core_hours"] for p in ps.values() if p)
         unknown = [n for n, p in ps.items() if p is None]
         log(f"full size (the paper's settings): {', '.join(names)} — estimated {hours:.1f} core-hours "
