@@ -108,6 +108,17 @@ def test_memorized_hint_above_p_c_points_at_lr_and_weight_decay():
     assert summary["models"][0]["outcome"] == "memorized" and "--lr" in summary["models"][0]["hint"]
 
 
+def test_hints_name_only_knobs_the_model_has():
+    df = synthetic([0.05, 0.1, 0.2], drift=[0, 1, 1])
+    hints = {}
+    for model in ("mlp2", "transformer"):
+        summary = {"models": [{"seed": 0, "status": "completed"}]}
+        annotate_outcomes(summary, df, TrainConfig(group="Z23", train_ratio=0.1, model=model), order=23)
+        hints[model] = summary["models"][0]["hint"]
+    assert "p_c" in hints["mlp2"]                 # Thm 4's threshold is the two-layer network's
+    assert "p_c ≈ 2.7482" not in hints["transformer"] and "hidden nodes" not in hints["transformer"]
+
+
 def test_cli_diagnose_a_run_folder(tmp_path, run_cli):
     out = tmp_path / "run"
     li2.train(group="Z7", train_ratio=0.6, width=16, steps=20, seeds=[0, 1], out=out, figures=False)

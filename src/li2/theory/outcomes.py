@@ -145,11 +145,13 @@ def _hint(outcome: str, config, order: int | None, evidence: dict) -> str:
 
 def _knob_hint(outcome: str, config, order: int | None, evidence: dict) -> str:
     p, pc = _ratio(config, order)
-    wd, lr, k = getattr(config, "weight_decay", None), getattr(config, "lr", None), getattr(config, "width", None)
+    wd, lr = getattr(config, "weight_decay", None), getattr(config, "lr", None)
+    model = getattr(config, "model", "mlp2")
+    k = getattr(config, "width", None) if model != "transformer" else None    # the transformer has no K
     if outcome == "grokked":
         return ("generalised; to grok sooner the theory says raise the weight decay η (a stronger leaked label "
-                "signal in G_F, docs/theory.md#stage-i--lazy-learning) or use fewer hidden nodes K "
-                "(‖G_F‖ shrinks with K)")
+                "signal in G_F, docs/theory.md#stage-i--lazy-learning)"
+                + (" or use fewer hidden nodes K (‖G_F‖ shrinks with K)" if k else ""))
     if outcome == "diverged":
         return f"the loss blew up: lower --lr (now {lr:g}) or use --optimizer adam" if lr else "lower --lr"
     if outcome == "ungrokked":
@@ -164,7 +166,7 @@ def _knob_hint(outcome: str, config, order: int | None, evidence: dict) -> str:
         return (f"W did not move ({why}): raise --weight-decay, use fewer hidden nodes (K = {k}) or a larger --lr"
                 if k else f"W did not move ({why}): raise --weight-decay or --lr")
     if outcome == "memorized":
-        if p is not None and pc is not None and p < pc:
+        if p is not None and pc is not None and p < pc and model == "mlp2":   # Thm 4's c is the two-layer net's
             return (f"training ratio p = {p:.3g} is below p_c ≈ 2.7482·ln M/M = {pc:.3g}: irrep maxima of E do not "
                     f"survive; raise --train-ratio above {pc:.3g}")
         return ("p is at or above p_c, so learning rate or weight decay pushed nodes into memorisation maxima "
