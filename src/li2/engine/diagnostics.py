@@ -208,11 +208,13 @@ class Diagnostics:
         k = centred.shape[-1]
         off = (centred.abs().sum((1, 2)) - d.sum(-1)) / max(k * (k - 1), 1)
         out = {"offdiag_ratio": off / d.mean(-1).clamp_min(1e-30)}
-        out.update(self._ridge_columns(ctx, gram))
+        self._gram64 = gram.to(torch.float64)     # once per evaluation: the ridge and the missing shares use it
+        out.update(self._ridge_columns(ctx, self._gram64))
         return out
 
     def _ridge_columns(self, ctx: EvalContext, gram: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Distance of V from V_ridge = (FᵀF + λI)⁻¹FᵀỸ_classes, λ = nη/2 (module docstring)."""
+        """Distance of V from V_ridge = (FᵀF + λI)⁻¹FᵀỸ_classes, λ = nη/2 (module docstring). gram: FᵀF in
+        float64 (B, K, K)."""
         V = ctx.params["V"]
         B, K, M = V.shape
         nan = torch.full((B,), float("nan"), dtype=torch.float64, device=V.device)
@@ -221,17 +223,18 @@ class Diagnostics:
             return {"ridge_distance": nan, "ridge_output_distance": nan}
         lam = ctx.weight_decay.to(torch.float64) * float(st["n"]) / 2.0           # (B,)
         ok = lam > 0
-        G = gram.to(torch.float64)
-        G = G + torch.where(ok, lam, torch.ones_like(lam))[:, None, None] * torch.eye(K, dtype=G.dtype, device=G.device)
+        shift = torch.where(ok, lam, torch.ones_like(lam))
+        G = gram.clone()
+        G.diagonal(dim1=1, dim2=2).add_(shift[:, None])                             # FᵀF + λI
         FtY = (st["YF"] - st["sF"][:, None, :] / M).transpose(1, 2).to(torch.float64)   # FᵀỸ_classes (B, K, M)
         L, info = torch.linalg.cholesky_ex(G)
         Vr = torch.cholesky_solve(FtY, L)
         Vd = V.to(torch.float64)
         dist = (Vd - Vr).norm(dim=(1, 2)) / Vr.norm(dim=(1, 2)).clamp_min(1e-300)
         delta = Vd - Vd.mean(-1, keepdim=True) - Vr                  # outputs are seen through P⊥_M
-        raw = gram.to(torch.float64)
-        out_num = ((raw @ delta) * delta).sum((1, 2)).clamp_min(0)
-        out_den = ((raw @ Vr) * Vr).sum((1, 2)).clamp_min(1e-300)
+        out_num = ((gram @ delta) * delta).sum((1, 2)).clamp_min(0)
+        # ‖F·V_ridge‖² = ⟨V_ridge, FᵀF·V_ridge⟩ with FᵀF·V_ridge = FᵀỸ − λ·V_ridge: no second K×K product
+        out_den = ((FtY - shift[:, None, None] * Vr) * Vr).sum((1, 2)).clamp_min(1e-300)
         good = ok & (info == 0)
         return {"ridge_distance": torch.where(good, dist, nan),
                 "ridge_output_distance": torch.where(good, (out_num / out_den).sqrt(), nan)}
@@ -257,7 +260,7 @@ class Diagnostics:
         n = st["n"]
         A, YtY = self._A.to(torch.float64), self._YtY.to(torch.float64)     # (B, M, K), (B, M, M)
         Vd = V.to(torch.float64)
-        C = st["gram"].to(torch.float64)
+        C = self._gram64
         if self.samples:                                                    # F̃ᵀF̃ = FᵀF − nμμᵀ
             mu = (st["sFs"] / n).to(torch.float64)
             C = C - n * mu[:, :, None] * mu[:, None, :]
