@@ -217,6 +217,12 @@ def _per_architecture(ctx: RecipeContext, df: pd.DataFrame, arch: str, c_ref: fl
     return out
 
 
+def _lr_text(analysis: dict) -> str:
+    """", LR p(b = 1) = …" from the law comparison, or "" without one."""
+    test = ((analysis.get("law") or {}).get("lr_tests") or {}).get("c*ln(M)/M") or {}
+    return "" if test.get("p_value") is None else f", LR p(b = 1) = {test['p_value']:.2g}"
+
+
 def _same_c(per_arch: dict) -> dict:
     """Pairwise: do the 95% intervals of c overlap?"""
     out = {}
@@ -262,8 +268,9 @@ def run(ctx: RecipeContext) -> Findings:
                                                         for r in rows]))
     figs = _figure(ctx, df, per_arch)
     headline = "; ".join(
-        f"{a}: c = {x['c']:.2f} [{x['c_ci'][0]:.2f}, {x['c_ci'][1]:.2f}], R² {x['r2']:.2f}" if x["c"] and x["c_ci"]
-        else f"{a}: {len(x['analysis'].get('bracketed_orders') or [])} bracketed M" for a, x in per_arch.items())
+        f"{a}: c = {x['c']:.2f} [{x['c_ci'][0]:.2f}, {x['c_ci'][1]:.2f}]{_lr_text(x['analysis'])}"
+        if x["c"] and x["c_ci"] else f"{a}: {len(x['analysis'].get('bracketed_orders') or [])} bracketed M"
+        for a, x in per_arch.items())
     if peer:
         headline += f"; Nanda's setting: grok step {peer['grok_step']}, key frequencies {peer['key']}"
     return {"claim": CLAIM, **plan_setting(plan(ctx.size, ctx.in_all)), "measured": measured, "rule": RULE,

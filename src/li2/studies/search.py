@@ -59,7 +59,7 @@ from ..theory.outcomes import budget_outcome
 from .design import Design, propose, status
 from .pool import TaskPool
 from .spec import SweepError, run_id
-from .sweep import _locked
+from .sweep import _locked, out_folder
 
 RESULT_COLUMNS = ("order", "width", "probe", "batch", "seed", "train_ratio", "ratio_over_reference", "run_id",
                   "budget", "budgets", "outcome", "success", "grok_step", "final_test_acc", "final_train_acc",
@@ -316,10 +316,7 @@ def run_search(spec: SearchSpec | dict | str | Path, out_dir: str | Path, execut
     progress(line) hears one line per finished task and per finished M."""
     spec = spec if isinstance(spec, SearchSpec) else (SearchSpec.load(spec) if isinstance(spec, (str, Path))
                                                       else SearchSpec.parse(spec))
-    out = Path(out_dir).resolve()           # Ray workers do not share our working directory
-    if out.exists() and not out.is_dir():
-        raise SweepError(f"--out {out} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(out_dir)
     threshold = spec.config(spec.orders[0], 0.5, 0).grok_threshold
     say = progress or (lambda _line: None)
     with _locked(out), TaskPool(executor, workers, address) as pool:

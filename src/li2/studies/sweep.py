@@ -321,6 +321,37 @@ def sweep_progress(spec: SweepSpec, out_dir: str | Path) -> tuple[int, int]:
 EXECUTORS = ("local", "ray", "slurm")
 
 
+def _checked(spec: SweepSpec | dict | str | Path, executor: str, workers: int | None,
+             slurm: dict | None) -> tuple[SweepSpec, dict]:
+    """The spec parsed and the executor's options checked, before anything touches the disk."""
+    if isinstance(spec, (str, Path)):
+        spec = SweepSpec.load(spec)
+    elif isinstance(spec, dict):
+        spec = SweepSpec.parse(spec)
+    if executor not in EXECUTORS:
+        raise SweepError(f"unknown executor '{executor}' (use {', '.join(EXECUTORS[:-1])} or {EXECUTORS[-1]})")
+    if workers is not None and workers < 1:
+        raise SweepError(f"--workers must be >= 1, got {workers}")
+    slurm = dict(slurm or {})
+    if executor == "ray":
+        _import_ray()
+    elif executor == "slurm":
+        _check_slurm(slurm)
+    return spec, slurm
+
+
+def out_folder(out_dir: str | Path) -> Path:
+    """The sweep folder, absolute (Ray workers do not share our working directory) and created."""
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SweepError(f"--out {out_dir} is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SweepError(f"cannot create --out {out_dir}: {e.strerror or e}") from None
+    return out_dir
+
+
 def run_sweep(spec: SweepSpec | dict | str | Path, out_dir: str | Path, executor: str = "local",
               workers: int | None = None, address: str | None = None,
               progress: Callable[[int], None] | None = None, slurm: dict | None = None) -> pd.DataFrame:
@@ -331,29 +362,11 @@ def run_sweep(spec: SweepSpec | dict | str | Path, out_dir: str | Path, executor
     in this call; runs already finished are not reported (a sweep with nothing to train never calls
     it). slurm: options of the slurm executor (`_slurm`).
     """
-    if isinstance(spec, (str, Path)):
-        spec = SweepSpec.load(spec)
-    elif isinstance(spec, dict):
-        spec = SweepSpec.parse(spec)
-    if executor not in EXECUTORS:
-        raise SweepError(f"unknown executor '{executor}' (use {', '.join(EXECUTORS[:-1])} or {EXECUTORS[-1]})")
-    if workers is not None and workers < 1:
-        raise SweepError(f"--workers must be >= 1, got {workers}")
-    slurm = dict(slurm or {})
-    if executor == "ray":  # before anything touches the disk
-        _import_ray()
-    elif executor == "slurm":
-        _check_slurm(slurm)
+    spec, slurm = _checked(spec, executor, workers, slurm)
     slurm_workers = workers
     workers = workers or os.cpu_count() or 1
     runs = expand(spec)
-    out_dir = Path(out_dir).resolve()  # Ray workers do not share our working directory
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SweepError(f"--out {out_dir} is a file, not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SweepError(f"cannot create --out {out_dir}: {e.strerror or e}") from None
+    out_dir = out_folder(out_dir)
     with _locked(out_dir):
         _prepare(spec, out_dir)
         clean_leftovers(out_dir)
