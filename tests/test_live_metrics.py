@@ -171,8 +171,15 @@ def test_wandb_offline_writes_a_run_with_every_evaluation(tmp_path, monkeypatch,
                        log=["wandb"])
     runs = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
     assert len(runs) == 1
-    history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
-               for r in wandb_records(runs[0]) if r.WhichOneof("record_type") == "history"]
+    # W&B's service process writes the file; once (1 suite run in 3) its history was not there yet when
+    # run.finish() had returned, so read it again for up to 20 s before judging
+    deadline, expected = time.monotonic() + 20, len(result.metrics) + 1   # a record per row, one of figures
+    while True:
+        history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+                   for r in wandb_records(runs[0]) if r.WhichOneof("record_type") == "history"]
+        if len(history) >= expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     for seed in (0, 1):
         got = [h for h in history if f"seed{seed}/step" in h]
         want = result.metrics[result.metrics.seed == seed]
