@@ -151,7 +151,7 @@ def test_a_recipe_that_forgets_a_findings_key_fails(tmp_path, monkeypatch):
 
 
 def test_a_plan_without_its_keys_fails(monkeypatch):
-    fake = types.SimpleNamespace(plan=lambda size: {"runs": 1})
+    fake = types.SimpleNamespace(plan=lambda size, in_all=False: {"runs": 1})
     monkeypatch.setitem(registry.MODULES, "fake", fake)
     monkeypatch.setattr(registry, "RECIPES", registry.RECIPES + ("fake",))
     with pytest.raises(ContractError, match="core_hours"):

@@ -53,10 +53,6 @@ class DeepMLP:
     def uses_fused(self, device: torch.device) -> bool:
         return False
 
-    def layer_names(self) -> list[str]:
-        """Weight layers from the bottom up: W, U1 … U{L−1}, V (metric columns use these names)."""
-        return ["W", *[f"U{i}" for i in range(1, self.depth)], "V"]
-
     def layer_weights(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{layer name: (B, …) weights}: U split into its L−1 layers."""
         out = {"W": params["W"]}

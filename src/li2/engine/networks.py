@@ -5,7 +5,7 @@ Every network class (engine.model.TwoLayerNet, engine.mlp.DeepMLP, engine.transf
     evaluate(params, batch)      → Evaluation (loss, accuracy per model)
     loss_and_grads(params, batch, need_F, need_acc, on_block) → (Evaluation, grads, Features or None)
     uses_fused(device)           whether steps run through the fused CPU kernels (mlp2 only)
-and the deep ones also layer_names() / layer_weights(params) (the layer-wise read-outs).
+and the deep ones also layer_weights(params): {name: weight}, bottom up (the layer-wise read-outs).
 Parameters are dicts of stacked tensors with the model axis first; `initial_params` gives one model's.
 """
 from __future__ import annotations

@@ -64,9 +64,6 @@ class Transformer:
     def uses_fused(self, device: torch.device) -> bool:
         return False
 
-    def layer_names(self) -> list[str]:
-        return list(LAYERS)
-
     def layer_weights(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: params[k] for k in LAYERS}
 

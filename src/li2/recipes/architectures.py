@@ -35,6 +35,7 @@ transition at M = 23; whether the other M's transitions sit at the same multiple
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -192,9 +193,10 @@ def verdict(m: dict) -> tuple[str, dict, list[str]]:
 
 # -- measuring -------------------------------------------------------------------------------------------
 
-def _embedding_record(ctx: RecipeContext, run_id: str) -> dict:
+def _embedding_record(study: Path, run_id: str) -> dict:
+    """The embedding read-out (key frequencies) of run `run_id` of the study folder `study`; {} if none."""
     try:
-        return read_json(ctx.out / "runs" / "runs" / run_id / "summary.json")["models"][0].get("embedding") or {}
+        return read_json(study / "runs" / run_id / "summary.json")["models"][0].get("embedding") or {}
     except (StoreError, KeyError, IndexError):
         return {}
 
@@ -238,11 +240,7 @@ def _same_c(per_arch: dict) -> dict:
 def _peer(ctx: RecipeContext, size: str) -> dict:
     cfg = _peer_config(size)
     row = train_runs(ctx, ctx.out / "peer", [{**cfg, "diagnostics": "basic"}]).iloc[0]
-    emb = {}
-    try:
-        emb = read_json(ctx.out / "peer" / "runs" / row.run_id / "summary.json")["models"][0].get("embedding") or {}
-    except (StoreError, KeyError, IndexError):
-        pass
+    emb = _embedding_record(ctx.out / "peer", row.run_id)
     grokked = bool(row.get("final_test_acc") is not None and row.final_test_acc >= SUCCESS)
     return {"setting": cfg, "grokked": grokked, "finished": row.get("status") in ("completed", "early_stop"),
             "grok_step": None if pd.isna(row.get("grok_step")) else int(row.grok_step),
@@ -255,7 +253,7 @@ def run(ctx: RecipeContext) -> Findings:
     configs = _configs(s)
     df = train_runs(ctx, ctx.out / "runs", configs)
     df["arch"] = df.model.map(ARCH_OF_MODEL)
-    df["key_count"] = [_embedding_record(ctx, r).get("count") for r in df.run_id]
+    df["key_count"] = [_embedding_record(ctx.out / "runs", r).get("count") for r in df.run_id]
     df["key_count"] = df["key_count"].astype(float)
     write_parquet(ctx.out / "runs.parquet", df[[c for c in RUN_COLUMNS if c in df]])
     per_arch = {a: _per_architecture(ctx, df, a, REFERENCE[a]) for a in s["models"]}

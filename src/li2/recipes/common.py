@@ -4,8 +4,9 @@ A recipe module (li2.recipes.<name>) exports
     CLAIM                       the paper's claim, in words (with the figure it comes from)
     RULE                        the verdict rule, in words, fixed before any data was seen
     verdict(measured)           → (verdict, parts, reasons): the rule applied to the numbers
-    plan(size)                  → Plan: what `run` would do at that size (runs, estimated core-hours,
-                                  the paper's setting, li2's setting, each deviation) — for --dry-run
+    plan(size, in_all=False)    → Plan: what `run` would do at that size (runs, estimated core-hours,
+                                  the paper's setting, li2's setting, each deviation) — for --dry-run;
+                                  in_all: as part of `reproduce all` (ctx.in_all), where some shrink
     run(ctx: RecipeContext)     → Findings: trains/measures, writes figures and tables into ctx.out
 and the registry (li2.recipes.registry) checks the findings against FINDINGS_KEYS and writes findings.json.
 
@@ -346,9 +347,3 @@ def train_runs(ctx: RecipeContext, folder: Path, configs: list[dict], in_process
 def train_grid(ctx: RecipeContext, folder: Path, base: dict, grid: dict, in_process: bool = False) -> pd.DataFrame:
     """Train every point of base × grid (first key slowest) into folder, as `train_runs`; one row per run."""
     return train_runs(ctx, folder, grid_configs(base, grid), in_process=in_process)
-
-
-def announce_estimate(ctx: RecipeContext, what: str, seconds: float) -> None:
-    """Full size: say what is about to run and roughly how long (measured on 2 contended cores)."""
-    if ctx.size == "full":
-        ctx.log(f"{what}: estimated {seconds / 60:.0f} min on 2 CPU cores (quick version: --quick)")

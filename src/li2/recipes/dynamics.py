@@ -120,7 +120,7 @@ def _core_seconds(s: dict) -> float:
     return per_run * sum(s["seeds"])
 
 
-def plan(size: str) -> Plan:
+def plan(size: str, in_all: bool = False) -> Plan:
     s = _settings(size)
     return {"runs": sum(s["seeds"]), "core_hours": float(f"{_core_seconds(s) / 3600:.4g}"), "paper_setting": PAPER,
             "setting": s, "deviations": _deviations(size, s)}

@@ -95,7 +95,7 @@ def _core_seconds(s: dict) -> float:
     return total
 
 
-def plan(size: str) -> Plan:
+def plan(size: str, in_all: bool = False) -> Plan:
     s = _settings(size)
     return {"runs": 0, "core_hours": float(f"{_core_seconds(s) / 3600:.4g}"), "paper_setting": PAPER, "setting": s,
             "deviations": _deviations(size, s)}

@@ -112,7 +112,7 @@ def _boundary_configs(s: dict) -> list[dict]:
     return out
 
 
-def plan(size: str) -> Plan:
+def plan(size: str, in_all: bool = False) -> Plan:
     s = _setting(size)
     f, b = s["features"], s["boundary"]
     devs = [deviation("weight decay", "not stated", f["weight_decay"], "η of Figs 3 and 5"),

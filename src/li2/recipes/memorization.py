@@ -65,7 +65,7 @@ def _setting(size: str) -> dict:
             "probabilities": "p_g ∝ U(0.5, 1.5) per draw (a unique largest almost surely)"}
 
 
-def plan(size: str) -> Plan:
+def plan(size: str, in_all: bool = False) -> Plan:
     s = _setting(size)
     # measured: ≈ 1 s of one core per (activation, draw) at M = 23 with 32 starts; ∝ M·restarts
     seconds = sum(len(s["activations"]) * s["draws"] * 1.0 * (get_group(g).order / 23) * (s["restarts"] / 32)

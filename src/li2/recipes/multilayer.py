@@ -72,7 +72,7 @@ def _configs(s: dict) -> list[dict]:
                                "top_init_scale": s["top_init_scale"], "seed": list(range(s["seeds"]))})
 
 
-def plan(size: str) -> Plan:
+def plan(size: str, in_all: bool = False) -> Plan:
     s = _setting(size)
     devs = [deviation("group and training ratios", "not stated", f"{s['group']}, p {s['train_ratios']}",
                       "the paper names neither; ReLU networks need far more data than x² ones (probe: Z41 at p = 0.4 "

@@ -134,7 +134,7 @@ def _tuning(s: dict) -> list[dict]:
                                                         "seed": s["tune_seeds"]}))
 
 
-def plan(size: str) -> Plan:
+def plan(size: str, in_all: bool = False) -> Plan:
     s = _setting(size)
     shared = _arm(s, {"adam": s["shared_lr"], "muon": s["shared_lr"]}, s["widths"], range(s["seeds"]))
     best = _arm(s, {"adam": s["adam_lrs"][-1], "muon": s["muon_lrs"][-1]}, s["widths"], range(s["seeds"]))

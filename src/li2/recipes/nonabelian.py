@@ -63,7 +63,7 @@ def _config(s: dict, group: str, p: float, seed: int) -> dict:
                 early_stop=True, stop_margin=100, diagnostics="off", checkpoint_every=0, seed=seed)
 
 
-def plan(size: str) -> Plan:
+def plan(size: str, in_all: bool = False) -> Plan:
     s = _setting(size)
     lo, hi = s["bracket"]
     mid = (lo + hi) / 2   # every bisection step costs about one run per seed at a mid-bracket ratio

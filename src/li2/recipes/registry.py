@@ -26,7 +26,6 @@ over the machine's cores); rerunning a recipe into the same folder resumes it.
 """
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from pathlib import Path
@@ -80,14 +79,13 @@ def has_plan(name: str) -> bool:
 
 def plan(name: str, size: str, in_all: bool = False) -> Plan | None:
     """What recipe `name` would train at `size` (PLAN_KEYS); None for a CONTRACT_PENDING recipe without one.
-    in_all: its share of `reproduce all` (recipes whose plan takes `in_all` shrink there)."""
+    in_all: its share of `reproduce all` (some recipes shrink there)."""
     _check_name(name, size)
     if not has_plan(name):
         if name in CONTRACT_PENDING:
             return None
         raise ContractError(f"recipe '{name}' has no plan(size)")
-    fn = MODULES[name].plan
-    p = fn(size, in_all=True) if in_all and "in_all" in inspect.signature(fn).parameters else fn(size)
+    p = MODULES[name].plan(size, in_all=in_all)
     missing = [k for k in PLAN_KEYS if k not in p]
     if missing:
         raise ContractError(f"recipe '{name}': plan lacks {', '.join(missing)}")

@@ -68,7 +68,7 @@ def _configs(s: dict) -> list[dict]:
     return out
 
 
-def plan(size: str) -> Plan:
+def plan(size: str, in_all: bool = False) -> Plan:
     s = _setting(size)
     devs = [deviation("activation", "not stated", "x²", "the theory's activation, as Figs 14–16 of the same "
                       "appendix state")]

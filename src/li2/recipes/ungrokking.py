@@ -158,7 +158,7 @@ def _less_base(s: dict) -> dict:
             "stop_margin": ld["stop_margin"], "eval_every": ld["eval_every"]}
 
 
-def plan(size: str) -> Plan:
+def plan(size: str, in_all: bool = False) -> Plan:
     s = _setting(size)
     ld, pc = s["less_data"], critical_ratio(int(s["group"][1:]))
     less = [{**_less_base(s), "train_ratio": ld["p1"], "seed": 0}] * (len(ld["p2_over_pc"]) * s["seeds"])

@@ -96,7 +96,7 @@ def _configs(s: dict) -> list[dict]:
                            {"width": s["train_widths"], "seed": list(range(s["seeds"]))}))
 
 
-def plan(size: str) -> Plan:
+def plan(size: str, in_all: bool = False) -> Plan:
     s = _setting(size)
     devs = [deviation("experiment", "none (Lemma 1 and §7 are statements)", f"{s['group']}, p = {s['train_ratio']}, "
                       f"η = {s['weight_decay']}, K {s['train_widths']}", "a setting of the paper's own kind (Fig 3's "

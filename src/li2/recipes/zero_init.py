@@ -78,7 +78,7 @@ def _configs(s: dict) -> list[dict]:
     return out
 
 
-def plan(size: str) -> Plan:
+def plan(size: str, in_all: bool = False) -> Plan:
     s = _setting(size)
     devs = [deviation("training ratios", "not stated", f"{SCARCE}·p_c (scarce) and {PLENTIFUL}·p_c (plentiful), "
                       "p_c = 2.7482·ln M/M", "the paper shows several ratios without listing them; these two bracket "

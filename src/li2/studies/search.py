@@ -52,14 +52,13 @@ from ..store import (
     read_text,
     read_yaml,
     write_parquet,
-    write_text,
 )
 from ..task import REFERENCE_C, critical_ratio, train_size
 from ..theory.outcomes import budget_outcome
 from .design import Design, propose, status
 from .pool import TaskPool
 from .spec import SweepError, run_id
-from .sweep import _locked, out_folder
+from .sweep import _locked, claim_study_folder, out_folder
 
 RESULT_COLUMNS = ("order", "width", "probe", "batch", "seed", "train_ratio", "ratio_over_reference", "run_id",
                   "budget", "budgets", "outcome", "success", "grok_step", "final_test_acc", "final_train_acc",
@@ -293,21 +292,6 @@ def results_table(chains: list[Chain]) -> pd.DataFrame:
 
 # -- the driver ----------------------------------------------------------------------------------------
 
-def _prepare(spec: SearchSpec, out: Path) -> None:
-    saved = out / "search.yaml"
-    if saved.exists():
-        try:
-            previous = SearchSpec.model_validate(read_yaml(saved))
-        except (StoreError, ValidationError):
-            raise SweepError(f"{saved} is not a readable search spec; choose another --out") from None
-        if previous.model_dump() != spec.model_dump():
-            raise SweepError(f"{out} holds a different search (its search.yaml differs); choose another --out")
-        return
-    if any(p.name != ".lock" for p in out.iterdir()):
-        raise SweepError(f"{out} is not empty and holds no li2 search; choose an empty or new folder")
-    write_text(saved, spec.to_yaml())
-
-
 def run_search(spec: SearchSpec | dict | str | Path, out_dir: str | Path, executor: str = "local",
                workers: int | None = None, address: str | None = None,
                progress: Callable[[str], None] | None = None) -> pd.DataFrame:
@@ -320,7 +304,7 @@ def run_search(spec: SearchSpec | dict | str | Path, out_dir: str | Path, execut
     threshold = spec.config(spec.orders[0], 0.5, 0).grok_threshold
     say = progress or (lambda _line: None)
     with _locked(out), TaskPool(executor, workers, address) as pool:
-        _prepare(spec, out)
+        claim_study_folder(spec, out, "search")
         clean_leftovers(out)
         chains = [Chain(m, spec, out) for m in spec.orders]
         _drive(chains, pool, threshold, out, say)
@@ -364,14 +348,6 @@ def _drive(chains: list[Chain], pool: TaskPool, threshold: float, out: Path, say
             busy.discard(order)
         say(f"M = {order}: run {index} (p = {probe.ratio:g}) at {probe.target} steps "
             f"{'failed' if probe.error else 'done'} ({time.perf_counter() - t0:.0f} s)")
-
-
-def load_search(out_dir: str | Path) -> tuple[SearchSpec, pd.DataFrame]:
-    out = Path(out_dir)
-    try:
-        return SearchSpec.model_validate(read_yaml(out / "search.yaml")), read_parquet(out / "results.parquet")
-    except (StoreError, ValidationError) as e:
-        raise SweepError(f"{out} holds no finished li2 search ({' '.join(str(e).split())[:200]})") from None
 
 
 # -- cost ----------------------------------------------------------------------------------------------

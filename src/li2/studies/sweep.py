@@ -285,19 +285,20 @@ def _locked(out_dir: Path):
         os.close(fd)  # also releases the lock; a killed process releases it too
 
 
-def _prepare(spec: SweepSpec, out_dir: Path) -> None:
-    """Write sweep.yaml into an empty DIR, or check that DIR holds this very sweep."""
-    saved = out_dir / "sweep.yaml"
+def claim_study_folder(spec, out_dir: Path, kind: str = "sweep") -> None:
+    """Write <kind>.yaml into an empty DIR, or check that DIR holds this very study (a sweep or a search:
+    spec is its pydantic model)."""
+    saved = out_dir / f"{kind}.yaml"
     if saved.exists():
         try:
-            previous = SweepSpec.model_validate(read_yaml(saved))
+            previous = type(spec).model_validate(read_yaml(saved))
         except (StoreError, ValidationError):
-            raise SweepError(f"{saved} is not a readable sweep spec; choose another --out") from None
+            raise SweepError(f"{saved} is not a readable {kind} spec; choose another --out") from None
         if previous.model_dump() != spec.model_dump():
-            raise SweepError(f"{out_dir} holds a different sweep (its sweep.yaml differs); choose another --out")
+            raise SweepError(f"{out_dir} holds a different {kind} (its {kind}.yaml differs); choose another --out")
         return
     if any(p.name != ".lock" for p in out_dir.iterdir()):
-        raise SweepError(f"{out_dir} is not empty and holds no li2 sweep; choose an empty or new folder")
+        raise SweepError(f"{out_dir} is not empty and holds no li2 {kind}; choose an empty or new folder")
     write_text(saved, spec.to_yaml())
 
 
@@ -368,7 +369,7 @@ def run_sweep(spec: SweepSpec | dict | str | Path, out_dir: str | Path, executor
     runs = expand(spec)
     out_dir = out_folder(out_dir)
     with _locked(out_dir):
-        _prepare(spec, out_dir)
+        claim_study_folder(spec, out_dir)
         clean_leftovers(out_dir)
         dirs = {r.run_id: out_dir / "runs" / r.run_id for r in runs}
         rows: dict[str, dict] = {}
