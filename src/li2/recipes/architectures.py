@@ -150,7 +150,10 @@ def plan(size: str, in_all: bool = False) -> Plan:
                       "one grid per architecture, centred by probes on its own transition (the thresholds differ)"),
             deviation("step budget", "not stated (Nanda: 50,000 epochs)", s["steps"],
                       "success means grokking within this budget, so p_c is the budget's threshold (a longer "
-                      "budget can only lower it)")]
+                      "budget can only lower it)"),
+            deviation("weight decay of the 3-layer MLP", "1e-4 (Fig 17's deeper nets)", 1e-3,
+                      "probes (module doc): at 1e-4 the ReLU MLP barely groks within the budget; η sets the rate of "
+                      "feature learning (§7)")]
     if size != "full":
         devs.append(deviation("widths and seeds", "K = 2048 (Fig 5), Nanda's d_model 128 / d_mlp 512, 20 seeds",
                               f"{s['models']}, {s['seeds']} seed(s)", "the quick budget of 20 min on 2 cores"))
