@@ -57,3 +57,21 @@ def test_every_field_given_on_the_command_line_reaches_the_config(tmp_path, run_
 def test_a_bad_choice_is_one_line(run_cli):
     code, out, err = run_cli("train", "--activation", "tanh")
     assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1 and "tanh" in err
+
+
+def test_heavy_imports_pause_the_collector_and_restore_its_state():
+    import gc
+
+    from li2.cli.common import heavy_imports
+    was, kept = gc.isenabled(), []
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            frozen = gc.get_freeze_count()
+            with heavy_imports():
+                assert not gc.isenabled()
+                kept.append([[i] for i in range(100)])   # what an import leaves behind (kept alive)
+            assert gc.isenabled() is enabled
+            assert gc.get_freeze_count() >= frozen + 100
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -211,3 +211,53 @@ def test_block_accumulated_basic_equals_whole_tensor_full():
     cols = ["grad_norm", "w_drift", "energy_mean", "energy_max", "stage2_cosine", "offdiag_ratio", "coverage",
             "v_drift", "ridge_distance", "ridge_output_distance", "grad_missing_share", "missing_share"]
     pd.testing.assert_frame_equal(basic[cols], full[cols], rtol=1e-9, atol=1e-12)
+
+
+def test_diagnostics_on_the_lanes_equal_the_inline_run():
+    # Two threads: the blocks' statistics and the columns' tasks run side by side on the fused step's
+    # lanes; one thread: the same pieces one after another. Every metric must be bit-identical.
+    from li2.config import TrainConfig, build_task
+    from li2.engine.diagnostics import hooks_for
+    from li2.engine.trainer import Parallel, Trainer, inline
+
+    cfg = TrainConfig(group="Z23", width=96, train_ratio=0.5, steps=40, eval_every=5, early_stop=False)
+    task, ratio = build_task(cfg)
+    threads = torch.get_num_threads()
+    runs = {}
+    try:
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            trainer = Trainer(cfg, task, [0, 1], ratio, torch.device("cpu"), hooks=hooks_for(cfg, task))
+            rows = trainer.run().rows
+            runs[n] = (type(trainer.run_tasks) if trainer.run_tasks is not inline else inline, rows)
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[2][0] is Parallel and runs[1][0] is inline
+    two, one = (pd.DataFrame(r).drop(columns="wall_seconds") for _, r in (runs[2], runs[1]))
+    assert {"ridge_distance", "grad_missing_share", "offdiag_ratio", "coverage"} <= set(two.columns)
+    assert two["ridge_distance"].notna().all()
+    pd.testing.assert_frame_equal(two, one, check_exact=True)
+
+
+def test_accumulated_columns_equal_the_stateful_hook():
+    # begin / block_part / add / columns (what the trainer drives) against reset / on_block / __call__
+    task, batch, params = _setup(width=40)
+    cfg = li2.TrainConfig(group="Z11", width=40)
+    net = TwoLayerNet("sqr", "mse", block=9)
+    wd = torch.tensor([1e-3, 2e-3], dtype=D)
+    ctx = EvalContext(0, net, params, params["W"] * 0.9, batch, None, wd, task, cfg, params["V"] * 1.1)
+    stateful = Diagnostics("basic", task)
+    stateful.reset(params)
+    net.loss_and_grads(params, batch, on_block=stateful.on_block)
+    expected = stateful(ctx)
+    hook = Diagnostics("basic", task)
+    acc = hook.begin(params)
+    parts = []
+    net.loss_and_grads(params, batch, on_block=lambda *blk: parts.append(hook.block_part(acc, *blk)))
+    assert len(parts) > 1
+    for part in parts:
+        hook.add(acc, part)
+    got = hook.columns(ctx, acc, run=lambda tasks: [t() for t in reversed(tasks)][::-1])   # tasks in any order
+    assert list(got) == list(expected)   # the metrics' column order
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0, equal_nan=True, msg=k)

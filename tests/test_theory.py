@@ -24,6 +24,7 @@ from li2.theory import (
     gram_statistics,
     ridge_residual,
     ridge_top_layer,
+    spd_solve,
     stage2_gradient,
     tangent,
 )
@@ -80,6 +81,19 @@ def test_ridge_equals_direct_solve(K, lam, centring):
     # one-hot or either centred Y: the function centres them itself
     onehot = Y + 1.0 / Y.shape[-1]
     torch.testing.assert_close(ridge_top_layer(F, onehot, lam, centring=centring), V, rtol=1e-9, atol=1e-11)
+
+
+def test_spd_solve_against_a_direct_solve_and_flags_what_is_not_positive_definite():
+    g = torch.Generator().manual_seed(3)
+    F = torch.randn(3, 80, 50, generator=g, dtype=D)
+    A = F.mT @ F + 0.1 * torch.eye(50, dtype=D)
+    B = torch.randn(3, 50, 7, generator=g, dtype=D)
+    X, ok = spd_solve(A.clone(), B)
+    assert ok.tolist() == [True, True, True]
+    torch.testing.assert_close(X, torch.linalg.solve(A, B), rtol=1e-10, atol=1e-12)
+    A[1] = -A[1]                                    # negative definite: the factorisation fails
+    _, ok = spd_solve(A.clone(), B)
+    assert ok.tolist() == [True, False, True]
 
 
 def test_the_two_ridge_definitions_differ_by_the_sample_mean_of_f():

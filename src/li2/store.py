@@ -110,10 +110,14 @@ def write_parquet(path, df: pd.DataFrame) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def save_figure(fig, path) -> None:
-    """Save a matplotlib figure durably (format from the suffix)."""
+FIGURE_DPI = 120   # every li2 figure; views create their figures at it so layout and rendering share text metrics
+
+
+def save_figure(fig, path, crop: bool = True) -> None:
+    """Save a matplotlib figure durably (format from the suffix). crop: trim to the drawn content
+    (bbox_inches="tight", one more drawing pass); a figure laid out by tight_layout fits already."""
     buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lstrip("."), dpi=120, bbox_inches="tight")
+    fig.savefig(buf, format=Path(path).suffix.lstrip("."), dpi=FIGURE_DPI, bbox_inches="tight" if crop else None)
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -13,7 +13,7 @@ import typer
 
 from ..config import TrainConfig, resolve_group
 from ..store import write_json
-from .common import user_errors
+from .common import heavy_imports, user_errors
 from .options import config_command, config_parameters
 
 TASK_FIELDS = ("group", "group_table", "expression", "modulus", "operands", "train_ratio", "activation", "centring")
@@ -36,8 +36,9 @@ def _energy(ctx: typer.Context, **options) -> None:
         cfg = TrainConfig(**{k: options[k] for k in TASK_FIELDS})
         g = resolve_group(cfg)
         ratio = cfg.resolved_ratio(g.order)
-        from ..theory.maxima import energy_landscape
-        from ..views.study_figures import energy_figure
+        with heavy_imports():
+            from ..theory.maxima import energy_landscape
+            from ..views.study_figures import energy_figure
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         out_dir = Path(options["out"]) if options["out"] is not None else Path("runs") / f"energy-{stamp}"
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from ..store import jsonable
-from .common import fail, user_errors
+from .common import fail, heavy_imports, user_errors
 
 
 def _value(v) -> str:
@@ -61,7 +61,8 @@ def reproduce_command(
 ):
     """Reproduce one of the paper's experiments at its settings and judge its claim: supports / contradicts /
     inconclusive (the claims: docs/theory.md; the verdict rule: each findings.json)."""
-    from ..recipes.registry import RECIPES, plans, reproduce
+    with heavy_imports():
+        from ..recipes.registry import RECIPES, plans, reproduce
     if name not in RECIPES and name != "all":
         fail(f"unknown recipe '{name}': choose one of {', '.join(RECIPES)}, all")
     if quick and full:
@@ -97,7 +98,8 @@ def report_command(
     out: Path = typer.Option(Path("report.html"), help="the HTML file to write"),
 ):
     """Write ONE self-contained HTML page (figures embedded, no external resources) for a folder."""
-    from ..views.report import write_report
+    with heavy_imports():
+        from ..views.report import write_report
     with user_errors():
         path = write_report(folder, out)
     typer.echo(f"wrote {path}")

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .common import Progress, fail, user_errors
+from .common import Progress, fail, heavy_imports, user_errors
 
 
 def sweep_command(
@@ -27,8 +27,9 @@ def sweep_command(
     quiet: bool = typer.Option(False, help="no progress on stderr"),
 ):
     """Train every run of a parameter grid (skipping finished runs, resuming started ones)."""
-    from ..studies.spec import SweepSpec
-    from ..studies.sweep import run_sweep, sweep_progress
+    with heavy_imports():
+        from ..studies.spec import SweepSpec
+        from ..studies.sweep import run_sweep, sweep_progress
     with user_errors():
         parsed = SweepSpec.load(spec)
         total, done = sweep_progress(parsed, out)
@@ -97,7 +98,8 @@ def phase_command(
     as_json: bool = typer.Option(False, "--json", help="print phase.json to stdout"),
 ):
     """Estimate p_c(M) per group order and fit p_c = c·ln M/M (writes phase.json, phase.png, phase.svg)."""
-    from ..studies.phase import analyse_sweep_dir
+    with heavy_imports():
+        from ..studies.phase import analyse_sweep_dir
     with user_errors():
         if not 0 < threshold <= 1:
             fail(f"--threshold must be in (0, 1], got {threshold}")
@@ -154,9 +156,10 @@ def phase_search_command(
     import os
 
     from ..store import jsonable, write_json
-    from ..studies.search import SearchSpec, estimate_cost, run_search
-    from ..studies.search_analysis import analyse_search
-    from ..views.study_figures import phase_figure
+    with heavy_imports():
+        from ..studies.search import SearchSpec, estimate_cost, run_search
+        from ..studies.search_analysis import analyse_search
+        from ..views.study_figures import phase_figure
     with user_errors():
         parsed = SearchSpec.load(spec)
         cost = estimate_cost(parsed)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from ..config import TrainConfig, did_you_mean
 from ..store import StoreError, mapping_lines, parse_yaml, read_text
-from .common import Progress, describe_validation_error, print_summary, user_errors
+from .common import Progress, describe_validation_error, heavy_imports, print_summary, user_errors
 from .options import config_command, config_parameters, given_on_command_line
 
 RUN_OPTIONS = [   # `li2 train`'s own options, beside the TrainConfig fields
@@ -96,11 +96,13 @@ def _train(ctx: typer.Context, **options) -> None:
     with user_errors():
         resume = options["resume"]
         if resume is not None:
-            from ..runs.folder import load_config
+            with heavy_imports():
+                from ..runs.folder import load_config
             config, out = load_config(resume), resume
         else:
             config, out = training_config(ctx, options), options["out"]
-        from ..runs.training import train  # torch, once the options are known to be valid
+        with heavy_imports():
+            from ..runs.training import train  # torch, once the options are known to be valid
         log = [name for item in options["log"] or () for name in item.split(",")]
         bar = Progress(config.steps * len(config.seeds), "train", enabled=not options["quiet"])
         try:
@@ -122,7 +124,8 @@ def diagnose_command(
 ):
     """Name what happened to each model (grokked, memorized, no_feature_learning, ungrokked, diverged,
     unfinished) and which knob the theory says to turn."""
-    from ..runs.folder import diagnose_dir
+    with heavy_imports():
+        from ..runs.folder import diagnose_dir
     with user_errors():
         result = diagnose_dir(folder)
     if as_json:

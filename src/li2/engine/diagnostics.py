@@ -39,7 +39,7 @@ with, Ỹ = Y − 1/M and G_F = (Ỹ − FVP⊥_M)Vᵀ, the gradient the trainin
 without forming the n×n matrix.
 Cost of `basic`: two (M×c)·(c×K) products and a K×K Gram per block of the evaluation step's own pass,
 accumulated block by block (see Diagnostics), plus one K×K Cholesky solve per evaluation for the
-ridge distance (at K = 2048 ≈ 0.6 s, a few training steps' worth).
+ridge distance (LAPACK through scipy on the CPU: ≈ 8 ms at K = 1024 on one core).
 """
 from __future__ import annotations
 
@@ -49,10 +49,10 @@ import numpy as np
 import torch
 
 from ..task import DEFAULT_CENTRING
-from ..theory.ridge import gram_statistics
+from ..theory.ridge import gram_statistics, spd_solve
 from ..theory.spectra import ACTIVE_MASS, component_dimensions, components_for, spectrum_summary
 from .readouts import LayerReadouts
-from .trainer import EvalContext
+from .trainer import EvalContext, inline
 
 GRAM_SAMPLE_NODES = 256
 MAX_GRAM_WIDTH = 4096      # the exact K×K Gram (ridge distance, exact off-diagonal ratio) up to this width
@@ -68,14 +68,30 @@ def gram(F: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.stack([f.T @ f for f in F.detach().numpy()]))
 
 
+class Statistics:
+    """One pass's accumulated statistics (Diagnostics.begin): `stats` {name: (B, …) tensor} summed over
+    the blocks, `v` = V1 of the pass's weights (None unless the paper's sample-centred G_F needs it),
+    and the intermediates the columns of one evaluation share (A = ỸᵀF, ỸᵀỸ)."""
+
+    def __init__(self, v: torch.Tensor | None):
+        self.v = v
+        self.stats: dict[str, torch.Tensor] | None = None
+        self.A = self.YtY = None
+
+
 class Diagnostics:
     """A trainer hook: EvalContext → {column: (B,) tensor}.
 
     In `basic` mode it accumulates, block by block during the evaluation step's own forward and
-    backward pass (`on_block`), only small statistics: YᵀF and YᵀG_F (B, M, K) with one-hot Y, the
-    column sums 1ᵀF, 1ᵀG_F, ‖G_F‖², the K×K Gram FᵀF, and the projections on v = V1 that the
-    sample-centred G_F needs; the whole (n, K) F and G_F are never formed.
+    backward pass, only small statistics: YᵀF and YᵀG_F (B, M, K) with one-hot Y, the column sums
+    1ᵀF, 1ᵀG_F, ‖G_F‖², the K×K Gram FᵀF, and the projections on v = V1 that the sample-centred
+    G_F needs; the whole (n, K) F and G_F are never formed.
     `full` (and models with extra layers, whose step runs through autograd) takes F and G_F whole.
+
+    Two ways to drive it. Statefully: `reset(params)`, `on_block(...)` per block, then `hook(ctx)`.
+    With explicit accumulators (the trainer): `acc = begin(params)`, `block_part(acc, ...)` per block
+    (pure: on any thread), `add(acc, part)` in row order, then `columns(ctx, acc, run)`, whose
+    independent tasks `run` may execute side by side.
     """
 
     def __init__(self, level: str, task, layers: int = 0, centring: str = DEFAULT_CENTRING, loss: str = "mse"):
@@ -86,14 +102,24 @@ class Diagnostics:
         self.order = task.order
         self.samples = centring == "samples"
         self.mse = loss == "mse"
-        self.stats: dict[str, torch.Tensor] | None = None
-        self.v: torch.Tensor | None = None
+        self.acc: Statistics | None = None
+        self._P: torch.Tensor | None = None
 
     # -- block accumulation ------------------------------------------------------------------
+    def begin(self, params: dict[str, torch.Tensor] | None = None) -> Statistics:
+        """A fresh accumulator for one pass. params (the pass's weights) give v = V1, which the paper's
+        G_F needs (mse)."""
+        return Statistics(params["V"].sum(-1) if (params is not None and self.mse and self.samples) else None)
+
     def reset(self, params: dict[str, torch.Tensor] | None = None) -> None:
-        """Start a pass. params (the current weights) give v = V1, which the paper's G_F needs (mse)."""
-        self.stats = None
-        self.v = params["V"].sum(-1) if (params is not None and self.mse and self.samples) else None
+        """Start a pass (inline use)."""
+        self.acc = self.begin(params)
+
+    def on_block(self, chunk, F: torch.Tensor, D: torch.Tensor | None, scale: float = 1.0) -> None:
+        """Add one block to the running statistics (inline use): F (B, c, K), G_F = scale·D (B, c, K)."""
+        if self.acc is None:
+            self.reset()
+        self.add(self.acc, self.block_part(self.acc, chunk, F, D, scale))
 
     def _scatter(self, labels: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         """YᵀX for one-hot Y without a GEMM: rows of X added by label. labels (B, c), X (B, c, K) → (B, M, K)."""
@@ -103,8 +129,8 @@ class Diagnostics:
         out = torch.zeros(B * M, K, dtype=X.dtype, device=X.device).index_add_(0, flat, X.reshape(B * c, K))
         return out.view(B, M, K)
 
-    def on_block(self, chunk, F: torch.Tensor, D: torch.Tensor | None, scale: float = 1.0) -> None:
-        """Add one block to the running statistics: F (B, c, K), G_F = scale·D (B, c, K) (training loss)."""
+    def block_part(self, acc: Statistics, chunk, F: torch.Tensor, D: torch.Tensor | None, scale: float = 1.0) -> dict:
+        """One block's statistics (reads only: safe on any thread)."""
         K = F.shape[-1]
         if K <= MAX_GRAM_WIDTH:
             Fs = F
@@ -118,43 +144,68 @@ class Diagnostics:
             part["YG"] = self._scatter(chunk.labels, D) * scale
             part["sG"] = D.sum(1) * scale
             part["G2"] = D.square().sum((1, 2)) * scale**2
-            if self.v is not None:
-                Fv = (F @ self.v[:, :, None].to(F.dtype)).squeeze(-1)        # (B, c)
-                Dv = (D @ self.v[:, :, None].to(D.dtype)).squeeze(-1)
+            if acc.v is not None:
+                Fv = (F @ acc.v[:, :, None].to(F.dtype)).squeeze(-1)        # (B, c)
+                Dv = (D @ acc.v[:, :, None].to(D.dtype)).squeeze(-1)
                 part["FvFv"] = Fv.square().sum(1)
                 part["GvFv"] = (Dv * Fv).sum(1) * scale
-        if self.stats is None:
-            self.stats = part
+        return part
+
+    @staticmethod
+    def add(acc: Statistics, part: dict) -> None:
+        """Sum one block's part into the accumulator (blocks in row order: the sums are then the same
+        whichever thread computed each part)."""
+        if acc.stats is None:
+            acc.stats = part
         else:
             for k, v in part.items():
-                self.stats[k] = self.stats[k] + v
-
-    def __call__(self, ctx: EvalContext) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            if self.needs_features or self.stats is None:   # whole F and G_F given: one "block"
-                self.reset(ctx.params)
-                F, G = ctx.features.F, ctx.features.G
-                if G is None:   # autograd path (extra layers): the formula on the top layer
-                    V = ctx.params["V"]
-                    Y = torch.nn.functional.one_hot(ctx.train.labels, self.order).to(F.dtype) - 1.0 / self.order
-                    O = F @ V
-                    G = (Y - (O - O.mean(-1, keepdim=True))) @ V.transpose(1, 2)
-                self.on_block(SimpleNamespace(labels=ctx.train.labels, targets=ctx.train.targets), F, G)
-            out = self._gradient_columns()
-            out.update(self._weight_columns(ctx))
-            out.update(self._gram_columns(ctx))
-            if self.full:
-                stats = gram_statistics(ctx.features.F)
-                out["offdiag_ratio"] = stats["offdiag"] / stats["diag"].clamp_min(1e-30)
-                out["ntk_distance"] = stats["ntk_distance"]
-            if self.components is not None:
-                out.update(self._spectrum_columns(ctx))
-            return out
+                acc.stats[k] = acc.stats[k] + v
 
     # -- the columns ------------------------------------------------------------------------
-    def _label_products(self):
+    def __call__(self, ctx: EvalContext) -> dict[str, torch.Tensor]:
+        if self.needs_features or self.acc is None or self.acc.stats is None:   # whole F and G_F: one block
+            self.acc = self._whole(ctx)
+        return self.columns(ctx, self.acc)
+
+    def _whole(self, ctx: EvalContext) -> Statistics:
+        """The statistics of the whole F and G_F of ctx.features, as one block."""
+        acc = self.begin(ctx.params)
+        with torch.no_grad():
+            F, G = ctx.features.F, ctx.features.G
+            if G is None:   # autograd path (extra layers): the formula on the top layer
+                V = ctx.params["V"]
+                Y = torch.nn.functional.one_hot(ctx.train.labels, self.order).to(F.dtype) - 1.0 / self.order
+                O = F @ V
+                G = (Y - (O - O.mean(-1, keepdim=True))) @ V.transpose(1, 2)
+            chunk = SimpleNamespace(labels=ctx.train.labels, targets=ctx.train.targets)
+            self.add(acc, self.block_part(acc, chunk, F, G))
+        return acc
+
+    def columns(self, ctx: EvalContext, acc: Statistics, run=inline) -> dict[str, torch.Tensor]:
+        """Every column of one evaluation from its pass's accumulated statistics (module docstring).
+        run(tasks) → results runs independent tasks (the trainer's lanes run the ridge solve beside the
+        rest); their arithmetic does not depend on where they run."""
+        if acc.stats is None:
+            acc = self._whole(ctx)
+        ridge, rest = run([lambda: self._ridge_task(ctx, acc), lambda: self._other_columns(ctx, acc)])
+        gradient, weights, offdiag, spectrum = rest
+        out = {**gradient, **weights, **offdiag, **ridge}
+        if self.full:
+            stats = gram_statistics(ctx.features.F)
+            out["offdiag_ratio"] = stats["offdiag"] / stats["diag"].clamp_min(1e-30)
+            out["ntk_distance"] = stats["ntk_distance"]
+        return {**out, **spectrum}
+
+    def _other_columns(self, ctx: EvalContext, acc: Statistics) -> tuple[dict, dict, dict, dict]:
+        """Every column but the ridge distances: (gradient, weights, off-diagonal ratio, spectra)."""
+        with torch.no_grad():
+            gradient = self._gradient_columns(acc)
+            spectrum = self._spectrum_columns(ctx, acc) if self.components is not None else {}
+            return gradient, self._weight_columns(ctx), self._offdiag_columns(acc), spectrum
+
+    def _label_products(self, acc: Statistics):
         """(A = ỸᵀF, ỸᵀG_F, ỸᵀỸ, ‖G_F‖²) under the run's centring, from the accumulated statistics."""
-        st = self.stats
+        st = acc.stats
         N, n, M = st["counts"], st["n"], self.order
         if self.samples:                               # Ỹ = Y − 1πᵀ, π = N/n
             pi = (N / n)[:, :, None]
@@ -162,8 +213,8 @@ class Diagnostics:
             YtG = st["YG"] - pi * st["sG"][:, None, :]
             YtY = torch.diag_embed(N) - N[:, :, None] * N[:, None, :] / n
             G2, oneG = st["G2"], st["sG"]
-            if self.v is not None:                     # G_F = P⊥₁H, H = G_train − (Fv)vᵀ/M (module doc)
-                v = self.v.to(A.dtype)
+            if acc.v is not None:                      # G_F = P⊥₁H, H = G_train − (Fv)vᵀ/M (module doc)
+                v = acc.v.to(A.dtype)
                 YtG = YtG - (A * v[:, None, :]).sum(-1, keepdim=True) * v[:, None, :] / M
                 G2 = G2 - 2 * st["GvFv"] / M + st["FvFv"] * v.square().sum(-1) / M**2
                 oneG = oneG - (st["sF"] * v).sum(-1, keepdim=True) * v / M
@@ -175,9 +226,9 @@ class Diagnostics:
             G2 = st["G2"]
         return A, YtG, YtY, G2
 
-    def _gradient_columns(self) -> dict[str, torch.Tensor]:
-        A, YtG, YtY, G2 = self._label_products()
-        self._A, self._YtY = A, YtY              # for the residual's irrep split (_spectrum_columns)
+    def _gradient_columns(self, acc: Statistics) -> dict[str, torch.Tensor]:
+        A, YtG, YtY, G2 = self._label_products(acc)
+        acc.A, acc.YtY = A, YtY                  # for the residual's irrep split (_spectrum_columns)
         out = {"grad_norm": G2.clamp_min(0).sqrt()}
         node_energy = 0.5 * A.square().sum(1)                        # (B, K)
         out["energy_mean"], out["energy_max"] = node_energy.mean(-1), node_energy.max(-1).values
@@ -198,76 +249,84 @@ class Diagnostics:
             out["v_drift"] = torch.full((W.shape[0],), float("nan"), dtype=W.dtype, device=W.device)
         return out
 
-    def _gram_columns(self, ctx: EvalContext) -> dict[str, torch.Tensor]:
-        st = self.stats
+    def _offdiag_columns(self, acc: Statistics) -> dict[str, torch.Tensor]:
+        st = acc.stats
         n = st["n"]
         mean = st["sFs"] / n
-        gram = st["gram"]
-        centred = gram - n * mean[:, :, None] * mean[:, None, :]      # F̃ᵀF̃ = FᵀF − nμμᵀ
+        centred = st["gram"] - n * mean[:, :, None] * mean[:, None, :]      # F̃ᵀF̃ = FᵀF − nμμᵀ
         d = centred.diagonal(dim1=1, dim2=2).abs()
         k = centred.shape[-1]
         off = (centred.abs().sum((1, 2)) - d.sum(-1)) / max(k * (k - 1), 1)
-        out = {"offdiag_ratio": off / d.mean(-1).clamp_min(1e-30)}
-        self._gram64 = gram.to(torch.float64)     # once per evaluation: the ridge and the missing shares use it
-        out.update(self._ridge_columns(ctx, self._gram64))
-        return out
+        return {"offdiag_ratio": off / d.mean(-1).clamp_min(1e-30)}
 
-    def _ridge_columns(self, ctx: EvalContext, gram: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Distance of V from V_ridge = (FᵀF + λI)⁻¹FᵀỸ_classes, λ = nη/2 (module docstring). gram: FᵀF in
-        float64 (B, K, K)."""
-        V = ctx.params["V"]
-        B, K, M = V.shape
-        nan = torch.full((B,), float("nan"), dtype=torch.float64, device=V.device)
-        st = self.stats
-        if not self.mse or gram.shape[-1] != K:
-            return {"ridge_distance": nan, "ridge_output_distance": nan}
-        lam = ctx.weight_decay.to(torch.float64) * float(st["n"]) / 2.0           # (B,)
-        ok = lam > 0
-        shift = torch.where(ok, lam, torch.ones_like(lam))
-        G = gram.clone()
-        G.diagonal(dim1=1, dim2=2).add_(shift[:, None])                             # FᵀF + λI
-        FtY = (st["YF"] - st["sF"][:, None, :] / M).transpose(1, 2).to(torch.float64)   # FᵀỸ_classes (B, K, M)
-        L, info = torch.linalg.cholesky_ex(G)
-        Vr = torch.cholesky_solve(FtY, L)
-        Vd = V.to(torch.float64)
-        dist = (Vd - Vr).norm(dim=(1, 2)) / Vr.norm(dim=(1, 2)).clamp_min(1e-300)
-        delta = Vd - Vd.mean(-1, keepdim=True) - Vr                  # outputs are seen through P⊥_M
-        out_num = ((gram @ delta) * delta).sum((1, 2)).clamp_min(0)
-        # ‖F·V_ridge‖² = ⟨V_ridge, FᵀF·V_ridge⟩ with FᵀF·V_ridge = FᵀỸ − λ·V_ridge: no second K×K product
-        out_den = ((FtY - shift[:, None, None] * Vr) * Vr).sum((1, 2)).clamp_min(1e-300)
-        good = ok & (info == 0)
-        return {"ridge_distance": torch.where(good, dist, nan),
-                "ridge_output_distance": torch.where(good, (out_num / out_den).sqrt(), nan)}
+    @staticmethod
+    def _gram_times_V(acc: Statistics, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(FᵀF in float64, a copy of the accumulated one, and FᵀF·V in float64), or None when the Gram is
+        not the exact K×K one."""
+        gram = acc.stats["gram"]
+        if gram.shape[-1] != V.shape[1]:
+            return None
+        gram64 = gram.to(torch.float64, copy=True)    # the ridge solve overwrites it; the statistics stay
+        return gram64, gram64 @ V.to(torch.float64)
 
-    def _spectrum_columns(self, ctx: EvalContext) -> dict[str, torch.Tensor]:
+    def _ridge_task(self, ctx: EvalContext, acc: Statistics) -> dict[str, torch.Tensor]:
+        """Distance of V from V_ridge = (FᵀF + λI)⁻¹FᵀỸ_classes, λ = nη/2 (module docstring)."""
+        with torch.no_grad():
+            V = ctx.params["V"]
+            B, K, M = V.shape
+            nan = torch.full((B,), float("nan"), dtype=torch.float64, device=V.device)
+            products = self._gram_times_V(acc, V) if self.mse else None
+            if products is None:
+                return {"ridge_distance": nan, "ridge_output_distance": nan}
+            gram64, GV = products
+            st = acc.stats
+            lam = ctx.weight_decay.to(torch.float64) * float(st["n"]) / 2.0           # (B,)
+            ok = lam > 0
+            shift = torch.where(ok, lam, torch.ones_like(lam))
+            gram64.diagonal(dim1=1, dim2=2).add_(shift[:, None])                        # FᵀF + λI
+            FtY = (st["YF"] - st["sF"][:, None, :] / M).transpose(1, 2).to(torch.float64)   # FᵀỸ_classes (B, K, M)
+            Vr, solved = spd_solve(gram64, FtY)
+            Vd = V.to(torch.float64)
+            dist = (Vd - Vr).norm(dim=(1, 2)) / Vr.norm(dim=(1, 2)).clamp_min(1e-300)
+            delta = Vd - Vd.mean(-1, keepdim=True) - Vr                  # outputs are seen through P⊥_M
+            # no second K×K product: FᵀF·V_ridge = FᵀỸ − λ·V_ridge, and FᵀF·(V P⊥_M) = (FᵀF·V) P⊥_M
+            GVr = FtY - shift[:, None, None] * Vr
+            out_num = ((GV - GV.mean(-1, keepdim=True) - GVr) * delta).sum((1, 2)).clamp_min(0)
+            out_den = (GVr * Vr).sum((1, 2)).clamp_min(1e-300)           # ‖F·V_ridge‖²
+            good = ok & solved.to(ok.device)
+            return {"ridge_distance": torch.where(good, dist, nan),
+                    "ridge_output_distance": torch.where(good, (out_num / out_den).sqrt(), nan)}
+
+    def _spectrum_columns(self, ctx: EvalContext, acc: Statistics) -> dict[str, torch.Tensor]:
         W = ctx.params["W"]
         s = spectrum_summary(W, self.components, self.operands, active_mass=ACTIVE_MASS)
         out = {"n_active": s.n_active.to(torch.float64), "coverage": s.coverage.to(torch.float64),
                "mean_dominant_fraction": s.mean_dominant_fraction, "diversity": s.diversity}
         concentrated = (s.dominant_fraction >= 0.9) & s.active
         out["concentrated_fraction"] = concentrated.sum(-1) / s.n_active.clamp_min(1)
-        shares = self._missing_shares(ctx.params["V"], s.learned_histogram)
+        shares = self._missing_shares(ctx.params["V"], s.learned_histogram, acc)
         if shares is not None:
             out["grad_missing_share"], out["missing_share"] = shares
         return out
 
-    def _missing_shares(self, V: torch.Tensor, learned_histogram: torch.Tensor):
+    def _missing_shares(self, V: torch.Tensor, learned_histogram: torch.Tensor, acc: Statistics):
         """(grad_missing_share, missing_share) (module docstring), or None without the exact Gram."""
-        st = self.stats
-        K = V.shape[1]
-        if st["gram"].shape[-1] != K:
+        products = self._gram_times_V(acc, V)
+        if products is None:
             return None
+        GV = products[1]
+        st = acc.stats
         n = st["n"]
-        A, YtY = self._A.to(torch.float64), self._YtY.to(torch.float64)     # (B, M, K), (B, M, M)
+        A, YtY = acc.A.to(torch.float64), acc.YtY.to(torch.float64)         # (B, M, K), (B, M, M)
         Vd = V.to(torch.float64)
-        C = self._gram64
-        if self.samples:                                                    # F̃ᵀF̃ = FᵀF − nμμᵀ
-            mu = (st["sFs"] / n).to(torch.float64)
-            C = C - n * mu[:, :, None] * mu[:, None, :]
+        if self.samples:                                                    # Vᵀ(FᵀF − nμμᵀ)V
+            Vmu = Vd.transpose(1, 2) @ (st["sFs"] / n).to(torch.float64)[:, :, None]    # (B, M, 1)
+            VCV = Vd.transpose(1, 2) @ GV - n * Vmu @ Vmu.transpose(1, 2)
         else:                                                               # outputs seen through P⊥_M
             Vd = Vd - Vd.mean(-1, keepdim=True)
+            VCV = Vd.transpose(1, 2) @ (GV - GV.mean(-1, keepdim=True))
         AV = A @ Vd                                                         # ỸᵀFV: (B, M, M)
-        RtR = YtY - AV - AV.transpose(1, 2) + Vd.transpose(1, 2) @ C @ Vd
+        RtR = YtY - AV - AV.transpose(1, 2) + VCV
         VtV = Vd.transpose(1, 2) @ Vd
         P = self._projectors(RtR)                                           # (C, M, M)
         energy = torch.einsum("cij,bjk,ckl,bli->bc", P, RtR, P, VtV)[:, 1:].clamp_min(0)   # ‖R P_c Vᵀ‖²
@@ -280,7 +339,7 @@ class Diagnostics:
         return torch.where(none_missing, nan, share), torch.where(none_missing, nan, base)
 
     def _projectors(self, like: torch.Tensor) -> torch.Tensor:
-        if getattr(self, "_P", None) is None or self._P.device != like.device:
+        if self._P is None or self._P.device != like.device:
             self._P = torch.tensor(np.array(self.components.projectors), dtype=torch.float64, device=like.device)
         return self._P
 

@@ -21,6 +21,7 @@ from .ridge import (
     gram_statistics,
     ridge_residual,
     ridge_top_layer,
+    spd_solve,
     stage2_gradient,
 )
 from .scaling import FORMS, form_values
@@ -31,6 +32,6 @@ __all__ = ["AscentResult", "ascend_energy", "energy", "energy_and_grad", "energy
            "MEMORIZATION", "OTHER", "activation_spread", "classify_maxima", "energy_landscape",
            "participation_ratio", "predicted_max_energy", "OUTCOMES", "annotate_outcomes", "classify_model",
            "first_step", "grok_step", "backprop_gradient", "backprop_gradient_at_ridge", "center_rows", "cosine",
-           "gram_statistics", "ridge_residual", "ridge_top_layer", "stage2_gradient", "FORMS", "form_values",
+           "gram_statistics", "ridge_residual", "ridge_top_layer", "spd_solve", "stage2_gradient", "FORMS", "form_values",
            "SpectrumSummary", "components_for", "node_spectrum", "spectrum_summary", "annotate_summary",
            "detect_stages"]

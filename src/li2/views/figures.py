@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
 from ..engine.networks import embedding_blocks  # noqa: E402
-from ..store import save_figure  # noqa: E402
+from ..store import FIGURE_DPI, save_figure  # noqa: E402
 from ..theory.spectra import components_for, node_spectrum, spectrum_summary  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def _x(steps):
 
 def curves_figure(metrics: pd.DataFrame, summary: dict, title: str = ""):
     """Train/test accuracy and loss against step (log-x), one line per seed, grok step marked."""
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4), dpi=FIGURE_DPI)
     models = {m["seed"]: m for m in summary["models"]}
     first = summary["models"][0] if summary["models"] else {}
     for ax in (ax_acc, ax_loss):
@@ -121,7 +121,7 @@ def dynamics_figure(metrics: pd.DataFrame, summary: dict, title: str = ""):
         return None
     cols = 3
     rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, dpi=FIGURE_DPI)
     first = summary["models"][0] if summary["models"] else {}
     for ax, (col, label, yscale) in zip(axes.flat, panels):
         shade_stages(ax, first.get("stages"))
@@ -157,7 +157,8 @@ def spectra_figure(snapshots: dict[int, torch.Tensor], components, operands: int
     order = sorted(range(int(active.shape[0])), key=lambda j: (int(last.dominant[0, j]),
                                                                 -float(last.dominant_fraction[0, j])))
     order = [j for j in order if bool(active[j])][:400]
-    fig, axes = plt.subplots(1, len(steps), figsize=(2.6 * len(steps) + 1, 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(steps), figsize=(2.6 * len(steps) + 1, 4.2), squeeze=False, sharey=True,
+                             dpi=FIGURE_DPI)
     for ax, step in zip(axes[0], steps):
         frac = node_spectrum(snapshots[step][None], components, operands)[0].mean(0)   # (K, C)
         im = ax.imshow(frac[order].T.numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
@@ -188,7 +189,7 @@ def layers_figure(metrics: pd.DataFrame, title: str = ""):
     panels = [p for p in panels if p[3]]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, dpi=FIGURE_DPI)
     for ax, (pre, label, scale, cols) in zip(axes[0], panels):
         for i, col in enumerate(cols):
             shade = plt.cm.viridis(i / max(1, len(cols) - 1))
@@ -221,7 +222,7 @@ def run_figures(out_dir: Path, metrics: pd.DataFrame, summary: dict, config, tas
                       ("dynamics.png", dynamics_figure(metrics, summary, title)),
                       ("layers.png", layers_figure(metrics, title))):
         if fig is not None:
-            save_figure(fig, out_dir / name)
+            save_figure(fig, out_dir / name, crop=False)   # laid out by tight_layout already
             plt.close(fig)
             written.append(out_dir / name)
     seed = summary["models"][0]["seed"] if summary["models"] else None
@@ -230,7 +231,7 @@ def run_figures(out_dir: Path, metrics: pd.DataFrame, summary: dict, config, tas
         if components is not None:
             fig = spectra_figure(snapshots[seed], components, embedding_blocks(config, task.operands),
                                  f"{'embedding' if config.model == 'transformer' else 'node'} spectra, seed {seed}")
-            save_figure(fig, out_dir / "spectra.png")
+            save_figure(fig, out_dir / "spectra.png", crop=False)
             plt.close(fig)
             written.append(out_dir / "spectra.png")
     return written
