@@ -262,7 +262,8 @@ class Diagnostics:
     @staticmethod
     def _gram_times_V(acc: Statistics, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(FᵀF in float64, a copy of the accumulated one, and FᵀF·V in float64), or None when the Gram is
-        not the exact K×K one."""
+        not the exact K×K one. The ridge task and the missing shares each form their own (4 ms at
+        K = 1024): sharing one would make the two column tasks wait for each other."""
         gram = acc.stats["gram"]
         if gram.shape[-1] != V.shape[1]:
             return None
