@@ -218,7 +218,7 @@ def test_diagnostics_on_the_lanes_equal_the_inline_run():
     # lanes; one thread: the same pieces one after another. Every metric must be bit-identical.
     from li2.config import TrainConfig, build_task
     from li2.engine.diagnostics import hooks_for
-    from li2.engine.trainer import Parallel, Trainer, inline
+    from li2.engine.trainer import Trainer, inline, on_lanes
 
     cfg = TrainConfig(group="Z23", width=96, train_ratio=0.5, steps=40, eval_every=5, early_stop=False)
     task, ratio = build_task(cfg)
@@ -229,10 +229,10 @@ def test_diagnostics_on_the_lanes_equal_the_inline_run():
             torch.set_num_threads(n)
             trainer = Trainer(cfg, task, [0, 1], ratio, torch.device("cpu"), hooks=hooks_for(cfg, task))
             rows = trainer.run().rows
-            runs[n] = (type(trainer.run_tasks) if trainer.run_tasks is not inline else inline, rows)
+            runs[n] = (trainer.run_tasks, rows)
     finally:
         torch.set_num_threads(threads)
-    assert runs[2][0] is Parallel and runs[1][0] is inline
+    assert runs[2][0] is on_lanes and runs[1][0] is inline
     two, one = (pd.DataFrame(r).drop(columns="wall_seconds") for _, r in (runs[2], runs[1]))
     assert {"ridge_distance", "grad_missing_share", "offdiag_ratio", "coverage"} <= set(two.columns)
     assert two["ridge_distance"].notna().all()

@@ -15,7 +15,7 @@ One step of `run`, read top to bottom:
     _update             the optimiser step (W only in ridge mode)
 
 Hooks with per-pass accumulators (`begin`/`block_part`/`add`/`columns`, as Diagnostics) have their
-work run side by side on the fused CPU step's lanes, which are idle between passes (`Parallel`; on
+work run side by side on the fused CPU step's lanes, which are idle between passes (`on_lanes`; on
 one thread or a GPU, `inline`): the blocks' statistics once the pass is done (added in row order),
 then an evaluation's independent column tasks. Each piece's arithmetic is the same on any thread,
 so the metrics are those of the inline run. Measured on 2 cores (`li2 train` defaults, 36
@@ -72,13 +72,11 @@ def inline(tasks: list[Callable[[], object]]) -> list:
     return [task() for task in tasks]
 
 
-class Parallel:
+def on_lanes(tasks: list[Callable[[], object]]) -> list:
     """Run independent tasks on the lane threads and return their results in order (the lanes are
     idle between the fused step's passes)."""
-
-    def __call__(self, tasks: list[Callable[[], object]]) -> list:
-        pool = lane_pool(LANES)
-        return [f.result() for f in [pool.submit(task) for task in tasks]]
+    pool = lane_pool(LANES)
+    return [f.result() for f in [pool.submit(task) for task in tasks]]
 
 
 @dataclass
@@ -138,7 +136,7 @@ class Trainer:
         self.block_hooks = [h for h in hooks if hasattr(h, "on_block")]
         # hooks driven through per-pass accumulators (their blocks' statistics may be computed anywhere)
         self.acc_hooks = [h for h in self.block_hooks if hasattr(h, "columns") and not getattr(h, "needs_features", True)]
-        self.run_tasks: Callable[[list], list] = inline   # Parallel() while a fused CPU run has lanes to spare
+        self.run_tasks: Callable[[list], list] = inline   # on_lanes while a fused CPU run has lanes to spare
         self._accs: dict = {}                              # hook → its statistics of this pass
         self._parts: list = []                             # (hook, task computing a block's part) in row order
         # hooks that accumulate statistics block by block don't need the whole F and G_F
@@ -210,7 +208,7 @@ class Trainer:
         fused = self.model.uses_fused(self.device)
         if fused:
             torch.set_num_threads(1)
-        self.run_tasks = Parallel() if fused and threads > 1 else inline
+        self.run_tasks = on_lanes if fused and threads > 1 else inline
         try:
             self._start = time.perf_counter() - self.elapsed
             while True:
